@@ -1,0 +1,168 @@
+//! librdkafka client settings: streamfleet's defaults, the user's overrides, and the rules
+//! between them.
+//!
+//! Defaults come first, user properties (`-X`, `STREAMFLEET_KAFKA_*`) override them, and the
+//! properties that carry streamfleet's guarantees (see [`MANAGED_PROPERTIES`]) are set last
+//! and cannot be overridden. What a client was built with is logged once, secrets redacted.
+
+use rdkafka::ClientConfig;
+
+use crate::config::{
+    ClientScope, ConfigError, KafkaProperty, MANAGED_PROPERTIES, WorkerConfig, redact,
+};
+
+/// Producer defaults of the seed system: durable (acks=all, idempotent), batched (5 ms linger,
+/// 16 KiB batches), snappy-compressed, and partitioned like the Java client so keyed records
+/// land on the same partition whichever client wrote them.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("linger.ms", "5"),
+    ("batch.size", "16384"),
+    ("compression.type", "snappy"),
+    ("partitioner", "murmur2_random"),
+];
+
+/// Consumer defaults: start from the earliest offset of a new group, no partition-EOF events,
+/// statistics every 5 s (they feed the lag gauges).
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("enable.partition.eof", "false"),
+    ("statistics.interval.ms", "5000"),
+];
+
+/// Refuses managed, unknown or invalid properties; the error names the property.
+pub fn validate_properties(props: &[KafkaProperty]) -> Result<(), ConfigError> {
+    for p in props {
+        if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(k, _)| *k == p.key) {
+            return Err(ConfigError::Kafka {
+                property: p.key.clone(),
+                message: format!("managed by streamfleet: {why}"),
+            });
+        }
+        let mut probe = ClientConfig::new();
+        probe.set(&p.key, &p.value);
+        if let Err(e) = probe.create_native_config() {
+            return Err(ConfigError::Kafka {
+                property: p.key.clone(),
+                message: e.to_string().replace(&p.value, redact(&p.key, &p.value)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A client config with `defaults`, then the user's properties of `scope`, then `fixed`.
+pub fn build(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    user: &[KafkaProperty],
+    scope: ClientScope,
+    fixed: &[(&str, String)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        config.set(*k, *v);
+    }
+    for p in user
+        .iter()
+        .filter(|p| p.scope == ClientScope::Both || p.scope == scope)
+    {
+        config.set(&p.key, &p.value);
+    }
+    for (k, v) in fixed {
+        config.set(*k, v);
+    }
+    config
+}
+
+/// The effective properties of a config, secrets redacted, for logging.
+pub fn describe(config: &ClientConfig) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = config
+        .config_map()
+        .iter()
+        .map(|(k, v)| (k.to_string(), redact(k, v).to_owned()))
+        .collect();
+    props.sort();
+    props
+}
+
+/// The consumer config of a worker.
+pub fn consumer(config: &WorkerConfig) -> ClientConfig {
+    let mut fixed = vec![
+        ("group.id", config.group_id.clone()),
+        (
+            "partition.assignment.strategy",
+            config.assignment_strategy.as_str().to_owned(),
+        ),
+        ("enable.auto.commit", "false".to_owned()),
+        ("enable.auto.offset.store", "false".to_owned()),
+        (
+            "client.id",
+            format!("streamfleet-{}-{}", config.worker, config.instance_name()),
+        ),
+    ];
+    if let Some(instance) = &config.instance_id {
+        fixed.push(("group.instance.id", instance.clone()));
+    }
+    let c = build(
+        &config.brokers,
+        CONSUMER_DEFAULTS,
+        &config.kafka,
+        ClientScope::Consumer,
+        &fixed,
+    );
+    tracing::debug!(worker = %config.worker, properties = ?describe(&c), "consumer config");
+    c
+}
+
+/// The producer config of a worker.
+pub fn producer(config: &WorkerConfig) -> ClientConfig {
+    let c = build(
+        &config.brokers,
+        PRODUCER_DEFAULTS,
+        &config.kafka,
+        ClientScope::Producer,
+        &[(
+            "client.id",
+            format!("streamfleet-{}-{}", config.worker, config.instance_name()),
+        )],
+    );
+    tracing::debug!(worker = %config.worker, properties = ?describe(&c), "producer config");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_properties_override_defaults_but_not_managed_ones() {
+        let mut cfg = WorkerConfig::new("w", "b:9092", vec![("t".into(), Default::default())]);
+        cfg.kafka = vec![
+            KafkaProperty::parse("linger.ms=50").unwrap(),
+            KafkaProperty::parse("consumer.fetch.min.bytes=10").unwrap(),
+        ];
+        let p = producer(&cfg);
+        assert_eq!(p.get("linger.ms"), Some("50"));
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("fetch.min.bytes"), None);
+        let c = consumer(&cfg);
+        assert_eq!(c.get("fetch.min.bytes"), Some("10"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+    }
+
+    #[test]
+    fn describe_redacts_secrets() {
+        let mut cfg = WorkerConfig::new("w", "b:9092", vec![("t".into(), Default::default())]);
+        cfg.kafka = vec![KafkaProperty::parse("sasl.password=hunter2").unwrap()];
+        let shown = format!("{:?}", describe(&consumer(&cfg)));
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("sasl.password"));
+    }
+}

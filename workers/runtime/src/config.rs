@@ -1,0 +1,522 @@
+//! Worker configuration: the validated settings a worker runs with, and the command-line and
+//! environment surface they come from.
+//!
+//! Every setting is a clap flag with a `STREAMFLEET_*` environment variable. librdkafka
+//! properties pass through as `-X key=value` (as kcat does; `consumer.key=value` or
+//! `producer.key=value` sets one client only) or as `STREAMFLEET_KAFKA_<KEY>` environment
+//! variables with dots written as underscores (`STREAMFLEET_KAFKA_SASL_PASSWORD`), the usual
+//! way to hand a secret to a pod. Validation stops with a message naming the offending field;
+//! secrets never appear in logs or `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Why a configuration was refused. Every message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A streamfleet setting is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Flag or environment variable.
+        field: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// A librdkafka property is unknown, invalid, or managed by streamfleet.
+    #[error("invalid Kafka property {property}: {message}")]
+    Kafka {
+        /// Property name as given.
+        property: String,
+        /// librdkafka's or streamfleet's message.
+        message: String,
+    },
+    /// The topics file is invalid.
+    #[error("{0}")]
+    Topics(String),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which librdkafka client a property is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientScope {
+    /// Both the consumer and the producer.
+    Both,
+    /// The consumer only (`consumer.` prefix).
+    Consumer,
+    /// The producer only (`producer.` prefix).
+    Producer,
+}
+
+/// One librdkafka property given by the user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaProperty {
+    /// Which client it applies to.
+    pub scope: ClientScope,
+    /// librdkafka property name.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+impl KafkaProperty {
+    /// Parses `key=value`, `consumer.key=value` or `producer.key=value`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let (key, value) = s.split_once('=').ok_or_else(|| ConfigError::Kafka {
+            property: s.to_owned(),
+            message: "expected key=value".into(),
+        })?;
+        let key = key.trim();
+        let (scope, key) = if let Some(k) = key.strip_prefix("consumer.") {
+            (ClientScope::Consumer, k)
+        } else if let Some(k) = key.strip_prefix("producer.") {
+            (ClientScope::Producer, k)
+        } else {
+            (ClientScope::Both, key)
+        };
+        if key.is_empty() {
+            return Err(ConfigError::Kafka {
+                property: s.to_owned(),
+                message: "empty property name".into(),
+            });
+        }
+        Ok(Self {
+            scope,
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    /// The value as it may be shown: secrets are replaced.
+    pub fn display_value(&self) -> &str {
+        redact(&self.key, &self.value)
+    }
+}
+
+impl fmt::Debug for KafkaProperty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}:{}={}", self.scope, self.key, self.display_value())
+    }
+}
+
+/// Shown instead of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("password")
+        || k.contains("secret")
+        || k.ends_with(".pem") && k.contains("key")
+        || matches!(
+            k.as_str(),
+            "sasl.jaas.config" | "sasl.oauthbearer.config" | "ssl.key.pem" | "ssl_key"
+        )
+}
+
+/// `value`, or [`REDACTED`] when `key` holds a secret.
+pub fn redact<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret(key) { REDACTED } else { value }
+}
+
+/// Reads `STREAMFLEET_KAFKA_<KEY>` variables from an environment: `_` becomes `.`, `__` an
+/// underscore, the name is lower-cased; a `CONSUMER_`/`PRODUCER_` prefix scopes it.
+pub fn kafka_properties_from_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<KafkaProperty>, ConfigError> {
+    const PREFIX: &str = "STREAMFLEET_KAFKA_";
+    let mut props: Vec<KafkaProperty> = vars
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(PREFIX)?;
+            let key = name
+                .to_ascii_lowercase()
+                .replace("__", "\u{0}")
+                .replace('_', ".")
+                .replace('\u{0}', "_");
+            Some(KafkaProperty::parse(&format!("{key}={v}")))
+        })
+        .collect::<Result<_, _>>()?;
+    props.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(props)
+}
+
+/// Properties streamfleet sets itself, with the reason a user may not.
+pub const MANAGED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set it with --brokers"),
+    ("group.id", "set it with --group-id"),
+    ("group.instance.id", "set it with --instance-id"),
+    (
+        "enable.auto.commit",
+        "offsets are committed by streamfleet only after a record's outputs are acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed by streamfleet only after a record's outputs are acknowledged",
+    ),
+    ("transactional.id", "derived from the group and instance id"),
+    ("isolation.level", "follows the processing guarantee"),
+];
+
+/// Librdkafka `partition.assignment.strategy` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AssignmentStrategy {
+    /// Incremental cooperative rebalancing: only moved partitions stop.
+    CooperativeSticky,
+    /// Eager range assignment.
+    Range,
+    /// Eager round-robin assignment.
+    Roundrobin,
+}
+
+impl AssignmentStrategy {
+    /// The librdkafka spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentStrategy::CooperativeSticky => "cooperative-sticky",
+            AssignmentStrategy::Range => "range",
+            AssignmentStrategy::Roundrobin => "roundrobin",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::durations::parse(s)
+}
+
+fn parse_property(s: &str) -> Result<KafkaProperty, String> {
+    KafkaProperty::parse(s).map_err(|e| e.to_string())
+}
+
+/// Settings shared by every command that talks to Kafka.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[arg(
+        long,
+        short = 'b',
+        env = "STREAMFLEET_BROKERS",
+        value_name = "HOST:PORT"
+    )]
+    pub brokers: Option<String>,
+    /// librdkafka property (repeatable), as kcat's -X: `key=value`; prefix `consumer.` or
+    /// `producer.` to set one client only. `STREAMFLEET_KAFKA_<KEY>` variables add more.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub properties: Vec<KafkaProperty>,
+    /// Confluent schema registry URL; when set, outputs use Confluent framing.
+    #[arg(long, env = "STREAMFLEET_SCHEMA_REGISTRY_URL", value_name = "URL")]
+    pub schema_registry_url: Option<String>,
+}
+
+impl KafkaArgs {
+    /// `-X` properties followed by those of the process environment.
+    pub fn all_properties(&self) -> Result<Vec<KafkaProperty>, ConfigError> {
+        let mut props = self.properties.clone();
+        props.extend(kafka_properties_from_env(std::env::vars())?);
+        Ok(props)
+    }
+}
+
+/// Settings of one worker process, as flags and environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Consumer group id [default: streamfleet-<worker>].
+    #[arg(long, env = "STREAMFLEET_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Static group membership (`group.instance.id`), e.g. the pod name: a restart within
+    /// the session timeout gets its partitions back without a rebalance.
+    #[arg(long, env = "STREAMFLEET_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Partition assignment strategy.
+    #[arg(long, env = "STREAMFLEET_ASSIGNMENT_STRATEGY", value_enum, default_value_t = AssignmentStrategy::CooperativeSticky)]
+    pub assignment_strategy: AssignmentStrategy,
+    /// Records buffered per partition before the partition is paused.
+    #[arg(long, env = "STREAMFLEET_LANE_CAPACITY", default_value_t = WorkerConfig::DEFAULT_LANE_CAPACITY)]
+    pub lane_capacity: usize,
+    /// Partitions processed at the same time, at most.
+    #[arg(long, env = "STREAMFLEET_MAX_CONCURRENCY", default_value_t = WorkerConfig::DEFAULT_MAX_CONCURRENCY)]
+    pub max_concurrency: usize,
+    /// How often acknowledged offsets are committed.
+    #[arg(long, env = "STREAMFLEET_COMMIT_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub commit_interval: Duration,
+    /// Longest graceful shutdown (finish in-flight records, flush, commit, leave the group).
+    #[arg(long, env = "STREAMFLEET_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub shutdown_timeout: Duration,
+    /// Input topic, overriding the topics file's owner entry (repeatable).
+    #[arg(
+        long = "input-topic",
+        env = "STREAMFLEET_INPUT_TOPICS",
+        value_delimiter = ','
+    )]
+    pub input_topics: Vec<String>,
+    /// Address of the HTTP endpoint serving /metrics, /health/live and /health/ready.
+    #[arg(long, env = "STREAMFLEET_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+}
+
+/// The validated settings a worker runs with.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker name (`booking`, ...): the `worker` metric label and the default group suffix.
+    pub worker: String,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Static membership id, if any.
+    pub instance_id: Option<String>,
+    /// Assignment strategy.
+    pub assignment_strategy: AssignmentStrategy,
+    /// Per-partition queue bound.
+    pub lane_capacity: usize,
+    /// Concurrently processed partitions.
+    pub max_concurrency: usize,
+    /// Commit period.
+    pub commit_interval: Duration,
+    /// Shutdown deadline.
+    pub shutdown_timeout: Duration,
+    /// Longest wait for revoked partitions to finish their in-flight records.
+    pub revoke_timeout: Duration,
+    /// User librdkafka properties.
+    pub kafka: Vec<KafkaProperty>,
+    /// Source topics with their retry policies.
+    pub sources: Vec<(String, crate::retry::RetryPolicy)>,
+}
+
+impl WorkerConfig {
+    /// Default per-partition queue bound.
+    pub const DEFAULT_LANE_CAPACITY: usize = 1000;
+    /// Default concurrency bound.
+    pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(
+        worker: impl Into<String>,
+        brokers: impl Into<String>,
+        sources: Vec<(String, crate::retry::RetryPolicy)>,
+    ) -> Self {
+        let worker = worker.into();
+        Self {
+            group_id: format!("streamfleet-{worker}"),
+            worker,
+            brokers: brokers.into(),
+            instance_id: None,
+            assignment_strategy: AssignmentStrategy::CooperativeSticky,
+            lane_capacity: Self::DEFAULT_LANE_CAPACITY,
+            max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
+            commit_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
+            kafka: Vec::new(),
+            sources,
+        }
+    }
+
+    /// Builds and validates from flags. `sources` come from the topics file unless
+    /// `--input-topic` overrides them.
+    pub fn from_args(
+        worker: &str,
+        kafka: &KafkaArgs,
+        args: &WorkerArgs,
+        sources: Vec<(String, crate::retry::RetryPolicy)>,
+    ) -> Result<Self, ConfigError> {
+        let brokers = kafka
+            .brokers
+            .clone()
+            .ok_or_else(|| ConfigError::invalid("--brokers (STREAMFLEET_BROKERS)", "required"))?;
+        let mut config = Self::new(worker, brokers, sources);
+        if let Some(group) = &args.group_id {
+            config.group_id = group.clone();
+        }
+        config.instance_id = args.instance_id.clone();
+        config.assignment_strategy = args.assignment_strategy;
+        config.lane_capacity = args.lane_capacity;
+        config.max_concurrency = args.max_concurrency;
+        config.commit_interval = args.commit_interval;
+        config.shutdown_timeout = args.shutdown_timeout;
+        config.kafka = kafka.all_properties()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every setting; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid("--brokers", "must not be empty"));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("--group-id", "must not be empty"));
+        }
+        if self
+            .instance_id
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "--instance-id",
+                "must not be empty when given",
+            ));
+        }
+        if self.lane_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "--lane-capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "--max-concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "--commit-interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(ConfigError::invalid(
+                "--input-topic",
+                "no input topic: give --input-topic or an owner entry in the topics file",
+            ));
+        }
+        for (topic, policy) in &self.sources {
+            policy.validate().map_err(|(field, message)| {
+                ConfigError::invalid(&format!("retry.{field} of {topic}"), message)
+            })?;
+        }
+        crate::clients::validate_properties(&self.kafka)
+    }
+
+    /// The instance name used in headers and `client.id`: the static id, or host and pid.
+    pub fn instance_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// Where the process takes its topics file from.
+#[derive(Debug, Clone, Args)]
+pub struct TopicsArgs {
+    /// Topics file [default: the topics.yaml built into the binary].
+    #[arg(long = "topics", env = "STREAMFLEET_TOPICS", value_name = "FILE")]
+    pub topics_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_with_scopes() {
+        let p = KafkaProperty::parse("producer.linger.ms=20").unwrap();
+        assert_eq!(
+            (p.scope, p.key.as_str(), p.value.as_str()),
+            (ClientScope::Producer, "linger.ms", "20")
+        );
+        let p = KafkaProperty::parse("security.protocol=SASL_SSL").unwrap();
+        assert_eq!(p.scope, ClientScope::Both);
+        assert!(KafkaProperty::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            let p = KafkaProperty::parse(&format!("{key}=hunter2")).unwrap();
+            let shown = format!("{p:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains(REDACTED));
+        }
+        let p = KafkaProperty::parse("sasl.username=alice").unwrap();
+        assert!(format!("{p:?}").contains("alice"));
+    }
+
+    #[test]
+    fn environment_properties_map_underscores_to_dots() {
+        let props = kafka_properties_from_env([
+            (
+                "STREAMFLEET_KAFKA_SASL_PASSWORD".to_owned(),
+                "s3cret".to_owned(),
+            ),
+            (
+                "STREAMFLEET_KAFKA_PRODUCER_LINGER_MS".to_owned(),
+                "10".to_owned(),
+            ),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(props.len(), 2);
+        assert_eq!(props[0].key, "linger.ms");
+        assert_eq!(props[0].scope, ClientScope::Producer);
+        assert_eq!(
+            (props[1].key.as_str(), props[1].value.as_str()),
+            ("sasl.password", "s3cret")
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = WorkerConfig::new(
+            "w",
+            "localhost:9092",
+            vec![("t".into(), Default::default())],
+        );
+        c.lane_capacity = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--lane-capacity")
+        );
+        let mut c = WorkerConfig::new("w", "localhost:9092", vec![]);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--input-topic")
+        );
+        c.sources = vec![("t".into(), Default::default())];
+        c.kafka = vec![KafkaProperty::parse("enable.auto.commit=true").unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("enable.auto.commit"), "{e}");
+        c.kafka = vec![KafkaProperty::parse("linger.ms=banana").unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("linger.ms"), "{e}");
+        c.kafka = vec![KafkaProperty::parse("no.such.thing=1").unwrap()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no.such.thing")
+        );
+    }
+}

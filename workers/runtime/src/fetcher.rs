@@ -1,0 +1,494 @@
+//! The consumer thread: fetch, dispatch to lanes, pause and resume, commit, rebalance.
+//!
+//! One OS thread per worker owns the librdkafka consumer and calls `poll`; rebalance
+//! callbacks therefore run on it too and may block it (which is what a rebalance must do:
+//! the partitions are released only when the callback returns).
+//!
+//! ```text
+//!           poll ─► record ─► stash non-empty? ──yes──► append to stash
+//!                               │ no
+//!                               ▼
+//!                        lane.try_send ──full──► pause partition, stash record
+//!   every loop: stashes whose lane has room drain; an empty stash resumes its partition
+//!   every commit interval: commit (async) each lane's committable offset
+//!   assign:  create a lane (empty state) per partition
+//!   revoke:  stop the lanes, wait for their in-flight record and acks, commit (sync), drop
+//!            the lanes and their state, release
+//!   lost:    stop and drop the lanes; commit nothing (another member may own them already)
+//! ```
+//!
+//! Pausing never loses or reorders records: librdkafka resumes fetching at the position after
+//! the last record it handed over, and the stash holds the ones handed over but not yet queued.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::events;
+use crate::health::HealthHandle;
+use crate::lane::{self, LaneContext, LaneHandle};
+use crate::metrics::{Metrics, TopicMetrics, WorkerStats};
+use crate::processor::Processor;
+use crate::record::{RawRecord, TopicPartition};
+
+/// How long `poll` blocks when nothing is paused, and when something is.
+const POLL_IDLE: Duration = Duration::from_millis(100);
+const POLL_PAUSED: Duration = Duration::from_millis(5);
+
+/// The consumer's context: the partition table and everything a rebalance needs.
+pub(crate) struct FetchContext<P: Processor> {
+    pub worker: String,
+    pub group: String,
+    pub lanes: DashMap<TopicPartition, LaneHandle<P::State>>,
+    stash: Mutex<HashMap<TopicPartition, VecDeque<RawRecord>>>,
+    committed: DashMap<TopicPartition, i64>,
+    topic_metrics: DashMap<Arc<str>, TopicMetrics>,
+    pub lane_ctx: Arc<LaneContext<P>>,
+    pub runtime: tokio::runtime::Handle,
+    pub capacity: usize,
+    pub revoke_timeout: Duration,
+    pub metrics: Metrics,
+    pub stats: Arc<WorkerStats>,
+    pub health: HealthHandle,
+}
+
+impl<P: Processor> FetchContext<P> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        worker: String,
+        group: String,
+        lane_ctx: Arc<LaneContext<P>>,
+        runtime: tokio::runtime::Handle,
+        capacity: usize,
+        revoke_timeout: Duration,
+        metrics: Metrics,
+        stats: Arc<WorkerStats>,
+        health: HealthHandle,
+    ) -> Self {
+        Self {
+            worker,
+            group,
+            lanes: DashMap::new(),
+            stash: Mutex::new(HashMap::new()),
+            committed: DashMap::new(),
+            topic_metrics: DashMap::new(),
+            lane_ctx,
+            runtime,
+            capacity,
+            revoke_timeout,
+            metrics,
+            stats,
+            health,
+        }
+    }
+
+    fn topic_metrics(&self, topic: &Arc<str>) -> TopicMetrics {
+        self.topic_metrics
+            .entry(topic.clone())
+            .or_insert_with(|| self.metrics.topic(&self.worker, topic, self.stats.clone()))
+            .clone()
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let tps = partitions(tpl);
+        for tp in &tps {
+            if self.lanes.contains_key(tp) {
+                continue;
+            }
+            let metrics = self.topic_metrics(&tp.topic);
+            metrics.assigned.inc();
+            self.stats
+                .assigned_partitions
+                .fetch_add(1, Ordering::Relaxed);
+            let lane = lane::spawn(
+                self.lane_ctx.clone(),
+                tp.clone(),
+                self.capacity,
+                metrics,
+                &self.runtime,
+            );
+            self.lanes.insert(tp.clone(), lane);
+        }
+        events::Rebalanced {
+            worker: &self.worker,
+            kind: "assigned",
+            partitions: &tps,
+        }
+        .emit(&self.metrics);
+    }
+
+    /// Stops the lanes of `tps`, waits (up to `deadline`) for their in-flight records, and
+    /// returns them with their final committable offsets.
+    fn stop_lanes(&self, tps: &[TopicPartition], deadline: Instant) -> Vec<(TopicPartition, i64)> {
+        let mut stopped = Vec::new();
+        {
+            let mut stash = self.stash.lock().expect("stash lock");
+            for tp in tps {
+                stash.remove(tp);
+                if let Some((tp, lane)) = self.lanes.remove(tp) {
+                    lane.shared.stop.cancel();
+                    self.topic_metrics(&tp.topic).assigned.dec();
+                    self.stats
+                        .assigned_partitions
+                        .fetch_sub(1, Ordering::Relaxed);
+                    stopped.push((tp, lane));
+                }
+            }
+        }
+        let runtime = self.runtime.clone();
+        let mut finished = Vec::with_capacity(stopped.len());
+        for (tp, lane) in stopped {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let shared = lane.shared.clone();
+            let mut task = lane.task;
+            let done = runtime
+                .block_on(async { tokio::time::timeout(remaining, &mut task).await.is_ok() });
+            if !done {
+                tracing::warn!(worker = %self.worker, partition = %tp,
+                    "lane did not finish in time; committing what was acknowledged");
+                task.abort();
+            }
+            finished.push((tp, shared.committable.load(Ordering::Acquire)));
+        }
+        finished
+    }
+
+    fn release(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let tps = partitions(tpl);
+        let lost = consumer.assignment_lost();
+        if lost {
+            for tp in &tps {
+                self.stash.lock().expect("stash lock").remove(tp);
+                if let Some((tp, lane)) = self.lanes.remove(tp) {
+                    lane.shared.stop.cancel();
+                    lane.task.abort();
+                    self.topic_metrics(&tp.topic).assigned.dec();
+                    self.stats
+                        .assigned_partitions
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                self.committed.remove(tp);
+            }
+            events::Rebalanced {
+                worker: &self.worker,
+                kind: "lost",
+                partitions: &tps,
+            }
+            .emit(&self.metrics);
+            return;
+        }
+        let finished = self.stop_lanes(&tps, Instant::now() + self.revoke_timeout);
+        self.commit_offsets(consumer, &finished, CommitMode::Sync);
+        for tp in &tps {
+            self.committed.remove(tp);
+        }
+        events::Rebalanced {
+            worker: &self.worker,
+            kind: "revoked",
+            partitions: &tps,
+        }
+        .emit(&self.metrics);
+    }
+
+    /// Commits the given offsets that are ahead of what is committed.
+    fn commit_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        offsets: &[(TopicPartition, i64)],
+        mode: CommitMode,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in offsets {
+            let ahead = *offset >= 0 && self.committed.get(tp).is_none_or(|c| *c < *offset);
+            if ahead {
+                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                for (tp, offset) in offsets {
+                    self.committed.insert(tp.clone(), *offset);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => events::CommitFailed {
+                worker: &self.worker,
+                error: &e,
+            }
+            .emit(),
+        }
+    }
+
+    /// Commits every lane's committable offset.
+    pub fn commit_all(&self, consumer: &BaseConsumer<Self>, mode: CommitMode) {
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .lanes
+            .iter()
+            .map(|l| {
+                (
+                    l.key().clone(),
+                    l.shared.committable.load(Ordering::Acquire),
+                )
+            })
+            .collect();
+        self.commit_offsets(consumer, &offsets, mode);
+    }
+
+    fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
+        let tp = raw.topic_partition();
+        let mut stash = self.stash.lock().expect("stash lock");
+        if let Some(queue) = stash.get_mut(&tp) {
+            queue.push_back(raw);
+            return;
+        }
+        let Some(lane) = self.lanes.get(&tp) else {
+            tracing::debug!(partition = %tp, offset = raw.offset,
+                "record of a partition no longer assigned; left uncommitted for its owner");
+            return;
+        };
+        match lane.tx.try_send(raw) {
+            Ok(()) => {}
+            Err(TrySendError::Full(raw)) => {
+                drop(lane);
+                pause(consumer, &tp, true);
+                stash.insert(tp, VecDeque::from([raw]));
+            }
+            Err(TrySendError::Closed(raw)) => {
+                tracing::debug!(partition = %tp, offset = raw.offset, "lane closed; record left uncommitted");
+            }
+        }
+    }
+
+    /// Moves stashed records into lanes that have room again; resumes drained partitions.
+    /// Returns whether any partition is still paused.
+    fn drain_stashes(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let mut stash = self.stash.lock().expect("stash lock");
+        if stash.is_empty() {
+            return false;
+        }
+        let mut resumed = Vec::new();
+        for (tp, queue) in stash.iter_mut() {
+            let Some(lane) = self.lanes.get(tp) else {
+                continue;
+            };
+            if lane.tx.capacity() < self.capacity.div_ceil(2) {
+                continue;
+            }
+            while let Some(raw) = queue.pop_front() {
+                match lane.tx.try_send(raw) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(raw)) => {
+                        queue.push_front(raw);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        queue.clear();
+                        break;
+                    }
+                }
+            }
+            if queue.is_empty() {
+                resumed.push(tp.clone());
+            }
+        }
+        for tp in resumed {
+            stash.remove(&tp);
+            pause(consumer, &tp, false);
+        }
+        !stash.is_empty()
+    }
+}
+
+fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &TopicPartition, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.topic, tp.partition);
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match result {
+        Ok(()) => tracing::debug!(partition = %tp, pause, "lane backpressure"),
+        Err(e) => tracing::warn!(partition = %tp, pause, error = %e, "pause/resume failed"),
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+impl<P: Processor> ClientContext for FetchContext<P> {
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0i64;
+        for (name, topic) in &statistics.topics {
+            let mut max = 0i64;
+            for (id, p) in &topic.partitions {
+                let assigned = *id >= 0
+                    && self
+                        .lanes
+                        .contains_key(&TopicPartition::new(name.as_str(), *id));
+                if assigned && p.consumer_lag >= 0 {
+                    max = max.max(p.consumer_lag);
+                    total += p.consumer_lag;
+                }
+            }
+            self.metrics
+                .set_lag_max(&self.worker, &self.group, name, max);
+        }
+        self.stats.lag.store(total, Ordering::Relaxed);
+    }
+}
+
+impl<P: Processor> ConsumerContext for FetchContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.assign(tpl),
+            Rebalance::Revoke(tpl) => self.release(consumer, tpl),
+            Rebalance::Error(e) => {
+                tracing::warn!(worker = %self.worker, error = %e, "rebalance error")
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            let n = self.lanes.len();
+            let detail = if n == 0 {
+                "joined; the group has no partition for this member".to_owned()
+            } else {
+                format!("joined; {n} partitions assigned")
+            };
+            self.health.set_ready(true, detail);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                for e in offsets.elements() {
+                    if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
+                        let tp = TopicPartition::new(e.topic(), e.partition());
+                        if self.lanes.contains_key(&tp) {
+                            self.committed.insert(tp, o);
+                        }
+                    }
+                }
+            }
+            Err(e) => events::CommitFailed {
+                worker: &self.worker,
+                error: &e,
+            }
+            .emit(),
+        }
+    }
+}
+
+/// Interns topic names so records share one allocation per topic.
+#[derive(Default)]
+pub(crate) struct TopicNames(HashMap<String, Arc<str>>);
+
+impl TopicNames {
+    fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = topic.into();
+        self.0.insert(topic.to_owned(), t.clone());
+        t
+    }
+}
+
+pub(crate) fn raw_record(names: &mut TopicNames, m: &BorrowedMessage<'_>) -> RawRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RawRecord {
+        topic: names.get(m.topic()),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Runs the fetch loop until `stop` fires, then shuts down within `shutdown_timeout`:
+/// stop the lanes (in-flight records finish), flush, commit synchronously, close (leave the
+/// group). Returns whether the shutdown finished in time.
+pub(crate) fn run<P: Processor>(
+    consumer: BaseConsumer<FetchContext<P>>,
+    stop: tokio_util::sync::CancellationToken,
+    commit_interval: Duration,
+    shutdown_timeout: Duration,
+) -> bool {
+    let ctx = consumer.context().clone();
+    let mut names = TopicNames::default();
+    let mut last_commit = Instant::now();
+    let mut paused = false;
+    while !stop.is_cancelled() {
+        match consumer.poll(if paused { POLL_PAUSED } else { POLL_IDLE }) {
+            Some(Ok(m)) => {
+                let raw = raw_record(&mut names, &m);
+                ctx.dispatch(&consumer, raw);
+            }
+            Some(Err(e)) => {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    ctx.lane_ctx
+                        .fatal
+                        .raise(format!("consumer fatal error {code:?}: {reason}"));
+                } else {
+                    tracing::warn!(worker = %ctx.worker, error = %e, "consumer error");
+                }
+            }
+            None => {}
+        }
+        paused = ctx.drain_stashes(&consumer);
+        if last_commit.elapsed() >= commit_interval {
+            ctx.commit_all(&consumer, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+
+    let deadline = Instant::now() + shutdown_timeout;
+    tracing::info!(worker = %ctx.worker, "shutting down: finishing in-flight records");
+    let tps: Vec<TopicPartition> = ctx.lanes.iter().map(|l| l.key().clone()).collect();
+    let lanes_in_flight = tps.len();
+    let finished = ctx.stop_lanes(&tps, deadline);
+    let flushed = ctx
+        .lane_ctx
+        .producer
+        .flush(deadline.saturating_duration_since(Instant::now()))
+        .is_ok();
+    ctx.commit_offsets(&consumer, &finished, CommitMode::Sync);
+    drop(consumer);
+    let in_time = Instant::now() <= deadline && flushed;
+    tracing::info!(worker = %ctx.worker, lanes = lanes_in_flight, in_time, "consumer closed");
+    in_time
+}

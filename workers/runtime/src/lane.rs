@@ -1,0 +1,395 @@
+//! One partition's lane: strict offset order within the partition, and the committable offset.
+//!
+//! ```text
+//!  fetcher ──try_send──► [bounded queue] ──► lane task ──────────────► ack task
+//!   (full: pause the                          decode                   await every delivery
+//!    partition, stash)                        process (state locked)   count the outcome
+//!                                             route failures           committable = offset+1
+//!                                             enqueue outputs
+//! ```
+//!
+//! The lane task never waits for the broker: it enqueues a record's outputs and moves on, and
+//! the ack task awaits the deliveries in offset order, so `committable` only ever covers
+//! records whose every output (or retry/dead-letter record) is acknowledged. The fetcher
+//! commits `committable`; nothing else does.
+//!
+//! A lane on a retry rung holds each record until its due time before processing it; while it
+//! waits its queue fills and the fetcher pauses the partition.
+//!
+//! Stopping (revoke, shutdown) cancels `stop`: the record being processed finishes, queued
+//! records are dropped (they are not committed, so the next owner fetches them again), the ack
+//! task drains what was already sent, and the task ends.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::events;
+use crate::headers;
+use crate::metrics::{TopicMetrics, bump};
+use crate::processor::{Outcome, ProcessError, Processor};
+use crate::producer::{Delivery, OutputProducer, ProduceError};
+use crate::record::{OutputRecord, RawRecord, Record, TopicPartition};
+use crate::routing::{FailureRouter, Route};
+
+/// Records a lane takes from its queue at once (one concurrency permit per batch).
+const BATCH: usize = 64;
+/// Records sent but not yet acknowledged, per lane, before the lane waits for the ack task.
+const MAX_UNACKED: usize = 4096;
+
+/// Current time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Raised when the worker cannot go on (the producer is fatal, the dead-letter topic refuses
+/// records); the worker stops and exits non-zero.
+#[derive(Clone, Debug, Default)]
+pub struct FatalSignal {
+    token: CancellationToken,
+    reason: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl FatalSignal {
+    /// Records the first reason and wakes the worker.
+    pub fn raise(&self, reason: String) {
+        let mut slot = self.reason.lock().expect("fatal reason lock");
+        if slot.is_none() {
+            tracing::error!(%reason, "fatal error, stopping the worker");
+            *slot = Some(reason);
+        }
+        self.token.cancel();
+    }
+
+    /// The reason, once raised.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().expect("fatal reason lock").clone()
+    }
+
+    /// Fires when raised.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// What every lane of one worker shares.
+pub(crate) struct LaneContext<P: Processor> {
+    pub processor: Arc<P>,
+    pub producer: Arc<OutputProducer>,
+    pub router: FailureRouter,
+    pub concurrency: Arc<Semaphore>,
+    pub fatal: FatalSignal,
+}
+
+/// The fetcher's view of a lane.
+pub(crate) struct LaneShared {
+    pub stop: CancellationToken,
+    /// Next offset to commit: one past the last record whose outputs are all acknowledged
+    /// (and all before it). `-1` until the first record completes.
+    pub committable: AtomicI64,
+}
+
+/// A running lane, owned by the fetcher's partition table.
+pub(crate) struct LaneHandle<S> {
+    pub tx: mpsc::Sender<RawRecord>,
+    pub shared: Arc<LaneShared>,
+    pub task: JoinHandle<()>,
+    /// The partition's state. The table owns it, so it is dropped with the lane on revoke;
+    /// the lane locks it while it processes a batch.
+    #[allow(
+        dead_code,
+        reason = "owned here so that revoking a partition drops its state"
+    )]
+    pub state: Arc<Mutex<S>>,
+}
+
+enum Kind {
+    Success,
+    ReplayDropped,
+    Routed(Route),
+}
+
+/// A processed record whose outputs are in flight.
+struct Pending {
+    raw: RawRecord,
+    kind: Kind,
+    sent: Vec<(OutputRecord, Delivery)>,
+}
+
+pub(crate) fn spawn<P: Processor>(
+    ctx: Arc<LaneContext<P>>,
+    tp: TopicPartition,
+    capacity: usize,
+    metrics: TopicMetrics,
+    runtime: &tokio::runtime::Handle,
+) -> LaneHandle<P::State> {
+    let (tx, rx) = mpsc::channel(capacity);
+    let shared = Arc::new(LaneShared {
+        stop: CancellationToken::new(),
+        committable: AtomicI64::new(-1),
+    });
+    let state = Arc::new(Mutex::new(P::State::default()));
+    let lane = Lane {
+        is_rung: ctx.router.is_rung(&tp.topic),
+        ctx,
+        shared: shared.clone(),
+        state: state.clone(),
+        metrics,
+    };
+    let task = runtime.spawn(lane.run(rx));
+    LaneHandle {
+        tx,
+        shared,
+        task,
+        state,
+    }
+}
+
+struct Lane<P: Processor> {
+    ctx: Arc<LaneContext<P>>,
+    shared: Arc<LaneShared>,
+    state: Arc<Mutex<P::State>>,
+    metrics: TopicMetrics,
+    is_rung: bool,
+}
+
+impl<P: Processor> Lane<P> {
+    async fn run(self, mut rx: mpsc::Receiver<RawRecord>) {
+        let (ack_tx, ack_rx) = mpsc::channel(MAX_UNACKED);
+        let acker = tokio::spawn(ack_loop(
+            ack_rx,
+            self.ctx.clone(),
+            self.shared.clone(),
+            self.metrics.clone(),
+        ));
+        let stop = self.shared.stop.clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        'lane: loop {
+            let received = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                n = rx.recv_many(&mut batch, BATCH) => n,
+            };
+            if received == 0 {
+                break;
+            }
+            let mut permit = None;
+            let mut state = self.state.lock().await;
+            for raw in batch.drain(..) {
+                if stop.is_cancelled() {
+                    break 'lane;
+                }
+                if self.is_rung && !self.wait_until_due(&raw, &mut permit).await {
+                    break 'lane;
+                }
+                if permit.is_none() {
+                    permit = Some(
+                        self.ctx
+                            .concurrency
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore never closed"),
+                    );
+                }
+                let pending = self.handle(&mut state, raw).await;
+                let Some(pending) = pending else {
+                    break 'lane;
+                };
+                if ack_tx.send(pending).await.is_err() {
+                    break 'lane;
+                }
+            }
+        }
+        drop(ack_tx);
+        let _ = acker.await;
+    }
+
+    /// Holds a retry record until it is due. Releases the concurrency permit while waiting.
+    /// Returns false when the lane was stopped meanwhile.
+    async fn wait_until_due(
+        &self,
+        raw: &RawRecord,
+        permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> bool {
+        let Some(due) = headers::due_at(&raw.headers) else {
+            return true;
+        };
+        loop {
+            let wait = due - now_ms();
+            if wait <= 0 {
+                return true;
+            }
+            permit.take();
+            tokio::select! {
+                _ = self.shared.stop.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+    }
+
+    /// Decodes, processes and routes one record, and enqueues what it produces. `None` when
+    /// the worker must stop (fatal produce error) or the lane was stopped mid-send.
+    async fn handle(&self, state: &mut P::State, raw: RawRecord) -> Option<Pending> {
+        self.metrics.consumed.inc();
+        bump(&self.metrics.stats.consumed);
+        let result = match self.ctx.processor.decode(&raw) {
+            Err(e) => Err(e),
+            Ok(value) => {
+                let record = Record { value, raw: &raw };
+                AssertUnwindSafe(self.ctx.processor.process(state, &record))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(ProcessError::Permanent(format!(
+                            "processor panicked: {}",
+                            panic_message(panic.as_ref())
+                        )))
+                    })
+            }
+        };
+        let (kind, outputs) = match result {
+            Ok(Outcome::Emit(outputs)) => (Kind::Success, outputs),
+            Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),
+            Err(error) => {
+                let routed = self.ctx.router.route(&raw, &error, now_ms());
+                events::RecordFailed {
+                    raw: &raw,
+                    error: &error,
+                    routed: &routed,
+                }
+                .emit();
+                (Kind::Routed(routed.route), vec![routed.record])
+            }
+        };
+        let mut sent = Vec::with_capacity(outputs.len());
+        for out in outputs {
+            match self.ctx.producer.send(&out).await {
+                Ok(delivery) => sent.push((out, delivery)),
+                Err(ProduceError::Rejected(e)) => {
+                    // An output Kafka will never take: dead-letter the input instead. Outputs
+                    // already enqueued for it are still delivered (at-least-once).
+                    let error =
+                        ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
+                    let routed = self.ctx.router.route(&raw, &error, now_ms());
+                    events::RecordFailed {
+                        raw: &raw,
+                        error: &error,
+                        routed: &routed,
+                    }
+                    .emit();
+                    return match self.ctx.producer.send(&routed.record).await {
+                        Ok(d) => {
+                            sent.push((routed.record, d));
+                            Some(Pending {
+                                raw,
+                                kind: Kind::Routed(routed.route),
+                                sent,
+                            })
+                        }
+                        Err(e) => {
+                            self.ctx.fatal.raise(format!(
+                                "cannot dead-letter {}: {e}",
+                                raw.topic_partition()
+                            ));
+                            None
+                        }
+                    };
+                }
+                Err(ProduceError::Stopped) => return None,
+                Err(ProduceError::Fatal(reason)) => {
+                    self.ctx.fatal.raise(reason);
+                    return None;
+                }
+            }
+        }
+        Some(Pending { raw, kind, sent })
+    }
+}
+
+/// Awaits deliveries in offset order and advances the committable offset.
+async fn ack_loop<P: Processor>(
+    mut rx: mpsc::Receiver<Pending>,
+    ctx: Arc<LaneContext<P>>,
+    shared: Arc<LaneShared>,
+    metrics: TopicMetrics,
+) {
+    while let Some(pending) = rx.recv().await {
+        let mut kind = pending.kind;
+        for (out, delivery) in pending.sent {
+            match ctx
+                .producer
+                .acknowledged(&out, delivery, &shared.stop)
+                .await
+            {
+                Ok(()) => {}
+                Err(ProduceError::Stopped) => return,
+                Err(ProduceError::Fatal(reason)) => {
+                    ctx.fatal.raise(reason);
+                    return;
+                }
+                Err(ProduceError::Rejected(e)) => {
+                    let error =
+                        ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
+                    let routed = ctx.router.route(&pending.raw, &error, now_ms());
+                    events::RecordFailed {
+                        raw: &pending.raw,
+                        error: &error,
+                        routed: &routed,
+                    }
+                    .emit();
+                    if let Err(e) = ctx.producer.produce(&routed.record, &shared.stop).await {
+                        if !matches!(e, ProduceError::Stopped) {
+                            ctx.fatal.raise(format!(
+                                "cannot dead-letter {}: {e}",
+                                pending.raw.topic_partition()
+                            ));
+                        }
+                        return;
+                    }
+                    kind = Kind::Routed(routed.route);
+                    break;
+                }
+            }
+        }
+        match kind {
+            Kind::Success => {
+                metrics.success.inc();
+                bump(&metrics.stats.succeeded);
+            }
+            Kind::ReplayDropped => {
+                metrics.replay_dropped.inc();
+                bump(&metrics.stats.replay_dropped);
+            }
+            Kind::Routed(Route::Retry) => {
+                metrics.retried.inc();
+                bump(&metrics.stats.retried);
+            }
+            Kind::Routed(Route::DeadLetter) => {
+                metrics.dead_lettered.inc();
+                bump(&metrics.stats.dead_lettered);
+            }
+        }
+        shared
+            .committable
+            .store(pending.raw.offset + 1, Ordering::Release);
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

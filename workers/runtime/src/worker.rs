@@ -1,0 +1,179 @@
+//! A worker: one consumer-group member running one [`Processor`] at least once.
+//!
+//! [`Worker::run`] builds the producer and the consumer, subscribes to the source topics and
+//! their retry rungs, runs the [fetcher](crate::fetcher) on its own thread and returns when
+//! `shutdown` fires (after a graceful shutdown) or when something fatal happens.
+//!
+//! Errors say what happens next: [`WorkerError::Config`] and [`WorkerError::Kafka`] at start
+//! (fix the configuration), [`WorkerError::Fatal`] while running (the process exits non-zero
+//! and its orchestrator restarts it; uncommitted records are reprocessed),
+//! [`WorkerError::ShutdownTimeout`] (the deadline passed: what was acknowledged is committed,
+//! the rest is reprocessed by the next owner).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients;
+use crate::config::{ConfigError, WorkerConfig};
+use crate::fetcher::{self, FetchContext};
+use crate::health::{Health, HealthHandle};
+use crate::lane::{FatalSignal, LaneContext};
+use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
+use crate::processor::Processor;
+use crate::producer::OutputProducer;
+use crate::routing::FailureRouter;
+
+/// Why a worker stopped other than by a clean shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is invalid: fix it and start again.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Kafka client could not be created or could not subscribe.
+    #[error("cannot start Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The worker cannot go on; restart it (nothing acknowledged is lost).
+    #[error("fatal: {0}")]
+    Fatal(String),
+    /// The graceful shutdown did not finish in time.
+    #[error("shutdown did not finish within {0:?}; unacknowledged records will be reprocessed")]
+    ShutdownTimeout(Duration),
+}
+
+impl WorkerError {
+    /// Process exit code: 2 for configuration errors, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What a worker did, reported when it stops.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerReport {
+    /// Worker name.
+    pub worker: String,
+    /// Consumer group.
+    pub group: String,
+    /// Final totals.
+    pub stats: StatsSnapshot,
+}
+
+/// One consumer-group member.
+pub struct Worker<P: Processor> {
+    config: WorkerConfig,
+    processor: Arc<P>,
+    metrics: Metrics,
+    health: HealthHandle,
+    stats: Arc<WorkerStats>,
+}
+
+impl<P: Processor> Worker<P> {
+    /// A worker with its metrics in `metrics` and its readiness in `health`.
+    pub fn new(config: WorkerConfig, processor: P, metrics: Metrics, health: &Health) -> Self {
+        let component = format!("{}/{}", config.worker, config.group_id);
+        Self {
+            health: health.component(&component),
+            config,
+            processor: Arc::new(processor),
+            metrics,
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// Live totals, readable while the worker runs.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` fires or a fatal error.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport, WorkerError> {
+        let config = self.config;
+        config.validate()?;
+        let instance = config.instance_name();
+        let producer: FutureProducer = clients::producer(&config).create()?;
+        let producer = Arc::new(OutputProducer::new(
+            producer,
+            &config.worker,
+            self.metrics.clone(),
+            self.stats.clone(),
+        ));
+        let router = FailureRouter::new(&config.group_id, &instance, config.sources.clone());
+        let fatal = FatalSignal::default();
+        let lane_ctx = Arc::new(LaneContext {
+            processor: self.processor,
+            producer,
+            router: router.clone(),
+            concurrency: Arc::new(Semaphore::new(config.max_concurrency)),
+            fatal: fatal.clone(),
+        });
+        let ctx = FetchContext::new(
+            config.worker.clone(),
+            config.group_id.clone(),
+            lane_ctx,
+            tokio::runtime::Handle::current(),
+            config.lane_capacity,
+            config.revoke_timeout,
+            self.metrics.clone(),
+            self.stats.clone(),
+            self.health.clone(),
+        );
+        let consumer: BaseConsumer<FetchContext<P>> =
+            clients::consumer(&config).create_with_context(ctx)?;
+        let topics = router.subscription();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        tracing::info!(worker = %config.worker, group = %config.group_id, %instance,
+            topics = ?topics, "worker started");
+
+        let stop = CancellationToken::new();
+        let watcher = {
+            let stop = stop.clone();
+            let fatal = fatal.token().clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = fatal.cancelled() => {}
+                }
+                stop.cancel();
+            })
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (commit_interval, shutdown_timeout) = (config.commit_interval, config.shutdown_timeout);
+        let thread_stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("sf-fetch-{}", config.worker))
+            .spawn(move || {
+                let in_time =
+                    fetcher::run(consumer, thread_stop, commit_interval, shutdown_timeout);
+                let _ = done_tx.send(in_time);
+            })
+            .map_err(|e| WorkerError::Fatal(format!("cannot start the fetch thread: {e}")))?;
+        let in_time = done_rx.await.unwrap_or(false);
+        watcher.abort();
+
+        let report = WorkerReport {
+            worker: config.worker.clone(),
+            group: config.group_id.clone(),
+            stats: self.stats.snapshot(),
+        };
+        if let Some(reason) = fatal.reason() {
+            self.health.set_failed(reason.clone());
+            return Err(WorkerError::Fatal(reason));
+        }
+        self.health.set_ready(false, "stopped");
+        if !in_time {
+            return Err(WorkerError::ShutdownTimeout(shutdown_timeout));
+        }
+        tracing::info!(worker = %report.worker, stats = ?report.stats, "worker stopped cleanly");
+        Ok(report)
+    }
+}

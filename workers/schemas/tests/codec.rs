@@ -1,0 +1,278 @@
+//! Codec behaviour on the real schemas: round trips, evolution in both directions, and
+//! malformed bytes of every kind.
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use streamfleet_runtime::codec::{CodecError, single_object_header};
+use streamfleet_schemas::*;
+
+fn booking() -> BookingEvent {
+    BookingEvent {
+        booking_id: "b-1".into(),
+        customer_id: "c-9".into(),
+        hotel_id: "h-3".into(),
+        check_in: 1_767_225_600_000,
+        check_out: 1_767_398_400_000,
+        total_amount: 420.5,
+        currency: "EUR".into(),
+        status: BookingStatus::Pending,
+        metadata: Some("{\"source\":\"test\"}".into()),
+    }
+}
+
+/// `BookingEvent` v2: v1 plus `channel` with a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BookingEventV2 {
+    booking_id: String,
+    customer_id: String,
+    hotel_id: String,
+    check_in: i64,
+    check_out: i64,
+    total_amount: f64,
+    currency: String,
+    status: BookingStatus,
+    metadata: Option<String>,
+    channel: String,
+}
+
+impl AvroType for BookingEventV2 {
+    const NAME: &'static str = BookingEvent::NAME;
+    const VERSION: u32 = 2;
+}
+
+fn codec<T: AvroType>() -> streamfleet_runtime::codec::AvroCodec<T> {
+    Encoding::default().codec::<T>("t").unwrap()
+}
+
+#[test]
+fn every_type_round_trips() {
+    let b = booking();
+    let c = codec::<BookingEvent>();
+    assert_eq!(c.decode(&c.encode(&b).unwrap()).unwrap(), b);
+    let mut cancelled = b.clone();
+    cancelled.status = BookingStatus::Cancelled;
+    cancelled.metadata = None;
+    assert_eq!(c.decode(&c.encode(&cancelled).unwrap()).unwrap(), cancelled);
+
+    let i = InventoryEvent {
+        event_id: "reserve-b-1".into(),
+        hotel_id: "h-3".into(),
+        kind: InventoryEventType::Reserve,
+        quantity: 1,
+        booking_id: Some("b-1".into()),
+        occurred_at: 5,
+    };
+    let c = codec::<InventoryEvent>();
+    assert_eq!(c.decode(&c.encode(&i).unwrap()).unwrap(), i);
+
+    let o = InventoryOutcome {
+        event_id: "e".into(),
+        hotel_id: "h".into(),
+        booking_id: None,
+        result: InventoryResult::Rejected,
+        quantity: 2,
+        available: 0,
+        reason: Some("insufficient stock".into()),
+        processed_at: 7,
+    };
+    let c = codec::<InventoryOutcome>();
+    assert_eq!(c.decode(&c.encode(&o).unwrap()).unwrap(), o);
+
+    let p = PaymentEvent {
+        payment_id: "p".into(),
+        booking_id: "b".into(),
+        customer_id: "c".into(),
+        amount: 12.5,
+        currency: "USD".into(),
+        method: PaymentMethod::BankTransfer,
+        requested_at: 9,
+    };
+    let c = codec::<PaymentEvent>();
+    assert_eq!(c.decode(&c.encode(&p).unwrap()).unwrap(), p);
+
+    let pc = PaymentCompleted {
+        payment_id: "p".into(),
+        booking_id: "b".into(),
+        customer_id: "c".into(),
+        amount: 12.5,
+        currency: "USD".into(),
+        gateway_reference: "gw-1".into(),
+        completed_at: 10,
+    };
+    let c = codec::<PaymentCompleted>();
+    assert_eq!(c.decode(&c.encode(&pc).unwrap()).unwrap(), pc);
+}
+
+#[test]
+fn the_header_is_the_avro_single_object_header() {
+    let c = codec::<BookingEvent>();
+    let bytes = c.encode(&booking()).unwrap();
+    let expected = apache_avro_header(c.schema().schema);
+    assert_eq!(&bytes[..10], &expected[..]);
+    assert_eq!(
+        single_object_header(c.schema().fingerprint).to_vec(),
+        expected
+    );
+}
+
+fn apache_avro_header(schema: &streamfleet_runtime::codec::Schema) -> Vec<u8> {
+    use streamfleet_runtime::codec::HeaderBuilder;
+    streamfleet_runtime::codec::RabinFingerprintHeader::from_schema(schema).build_header()
+}
+
+#[test]
+fn v1_readers_read_v2_records() {
+    let v2 = BookingEventV2 {
+        booking_id: "b-2".into(),
+        customer_id: "c".into(),
+        hotel_id: "h".into(),
+        check_in: 1,
+        check_out: 2,
+        total_amount: 3.0,
+        currency: "EUR".into(),
+        status: BookingStatus::Confirmed,
+        metadata: None,
+        channel: "mobile".into(),
+    };
+    let bytes = codec::<BookingEventV2>().encode(&v2).unwrap();
+    let read = codec::<BookingEvent>().decode(&bytes).unwrap();
+    assert_eq!(read.booking_id, "b-2");
+    assert_eq!(read.status, BookingStatus::Confirmed);
+}
+
+#[test]
+fn v2_readers_read_v1_records_with_the_default() {
+    let bytes = codec::<BookingEvent>().encode(&booking()).unwrap();
+    let read = codec::<BookingEventV2>().decode(&bytes).unwrap();
+    assert_eq!(read.booking_id, "b-1");
+    assert_eq!(read.metadata.as_deref(), Some("{\"source\":\"test\"}"));
+    assert_eq!(read.channel, "unknown");
+}
+
+#[test]
+fn every_version_pair_is_compatible() {
+    let checks = store().check_compatibility();
+    assert!(checks.iter().any(|c| c.name == BookingEvent::NAME));
+    let problems: Vec<_> = checks.iter().filter(|c| c.problem.is_some()).collect();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn the_built_in_list_matches_the_schema_directory() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+    let mut on_disk = Vec::new();
+    for domain in std::fs::read_dir(&dir).unwrap() {
+        let domain = domain.unwrap();
+        for f in std::fs::read_dir(domain.path()).unwrap() {
+            let f = f.unwrap();
+            on_disk.push(format!(
+                "{}/{}",
+                domain.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            ));
+        }
+    }
+    on_disk.sort();
+    let mut built_in: Vec<String> = SCHEMA_FILES.iter().map(|(p, _, _)| p.to_string()).collect();
+    built_in.sort();
+    assert_eq!(on_disk, built_in);
+}
+
+#[test]
+fn malformed_bytes_are_named_errors() {
+    let c = codec::<BookingEvent>();
+    let good = c.encode(&booking()).unwrap();
+
+    assert_eq!(c.decode(b""), Err(CodecError::TooShort(0)));
+    assert!(matches!(
+        c.decode(b"{\"json\":1}"),
+        Err(CodecError::UnknownFraming(_))
+    ));
+    assert_eq!(c.decode(&good[..6]), Err(CodecError::TooShort(6)));
+
+    let mut unknown = good.clone();
+    unknown[2..10].copy_from_slice(&0xdead_beef_u64.to_le_bytes());
+    assert_eq!(
+        c.decode(&unknown),
+        Err(CodecError::UnknownFingerprint(0xdead_beef))
+    );
+
+    let truncated = &good[..good.len() - 3];
+    assert!(matches!(
+        c.decode(truncated),
+        Err(CodecError::InvalidData(_))
+    ));
+
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"xx");
+    assert_eq!(c.decode(&trailing), Err(CodecError::TrailingBytes(2)));
+
+    let payment = codec::<PaymentEvent>()
+        .encode(&PaymentEvent {
+            payment_id: "p".into(),
+            booking_id: "b".into(),
+            customer_id: "c".into(),
+            amount: 1.0,
+            currency: "EUR".into(),
+            method: PaymentMethod::Card,
+            requested_at: 0,
+        })
+        .unwrap();
+    assert!(matches!(
+        c.decode(&payment),
+        Err(CodecError::Incompatible { .. })
+    ));
+
+    let confluent = [0u8, 0, 0, 0, 7, 1, 2, 3];
+    assert_eq!(c.decode(&confluent), Err(CodecError::NoRegistry(7)));
+}
+
+#[test]
+fn an_enum_symbol_outside_the_schema_is_malformed() {
+    let c = codec::<BookingEvent>();
+    let mut bytes = c.encode(&booking()).unwrap();
+    // The status enum index is the last byte but the metadata union; rewrite a PENDING record's
+    // index (0) to 9, a symbol the schema does not have.
+    let meta_len = "{\"source\":\"test\"}".len() + 2; // union branch + length + bytes
+    let idx = bytes.len() - meta_len - 1;
+    assert_eq!(bytes[idx], 0);
+    bytes[idx] = 18; // zig-zag 9
+    assert!(c.decode(&bytes).is_err());
+}
+
+proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = codec::<BookingEvent>().decode(&bytes);
+    }
+
+    #[test]
+    fn decoding_corrupted_records_never_panics(flip in 10usize..80, value in any::<u8>()) {
+        let c = codec::<BookingEvent>();
+        let mut bytes = c.encode(&booking()).unwrap();
+        let i = flip % bytes.len();
+        bytes[i] = value;
+        let _ = c.decode(&bytes);
+    }
+
+    #[test]
+    fn any_booking_round_trips(
+        id in "[a-z0-9-]{1,40}",
+        amount in 0.01f64..1e9,
+        check_in in 0i64..4_000_000_000_000,
+        nights in 1i64..60,
+        meta in proptest::option::of(".{0,50}"),
+    ) {
+        let b = BookingEvent {
+            booking_id: id,
+            check_in,
+            check_out: check_in + nights * 86_400_000,
+            total_amount: amount,
+            metadata: meta,
+            ..booking()
+        };
+        let c = codec::<BookingEvent>();
+        prop_assert_eq!(c.decode(&c.encode(&b).unwrap()).unwrap(), b);
+    }
+}

@@ -11,7 +11,9 @@
 //!                        lane.try_send ──full──► pause partition, stash record
 //!   every loop: stashes whose lane has room drain; an empty stash resumes its partition
 //!   every commit interval: commit (async) each lane's committable offset
-//!   assign:  create a lane (empty state) per partition
+//!   assign:  create a lane per partition; it shares the state of its source partition
+//!            (a source partition and the same partition number of its retry rungs share one
+//!            state on this instance; a new source partition starts empty)
 //!   revoke:  stop the lanes, wait for their in-flight record and acks, commit (sync), drop
 //!            the lanes and their state, release
 //!   lost:    stop and drop the lanes; commit nothing (another member may own them already)
@@ -49,7 +51,10 @@ const POLL_PAUSED: Duration = Duration::from_millis(5);
 pub(crate) struct FetchContext<P: Processor> {
     pub worker: String,
     pub group: String,
-    pub lanes: DashMap<TopicPartition, LaneHandle<P::State>>,
+    pub lanes: DashMap<TopicPartition, LaneHandle>,
+    /// Per-partition state, keyed by source partition; dropped when the last lane using it
+    /// is revoked or lost.
+    states: DashMap<TopicPartition, Arc<tokio::sync::Mutex<P::State>>>,
     stash: Mutex<HashMap<TopicPartition, VecDeque<RawRecord>>>,
     committed: DashMap<TopicPartition, i64>,
     topic_metrics: DashMap<Arc<str>, TopicMetrics>,
@@ -79,6 +84,7 @@ impl<P: Processor> FetchContext<P> {
             worker,
             group,
             lanes: DashMap::new(),
+            states: DashMap::new(),
             stash: Mutex::new(HashMap::new()),
             committed: DashMap::new(),
             topic_metrics: DashMap::new(),
@@ -110,9 +116,12 @@ impl<P: Processor> FetchContext<P> {
             self.stats
                 .assigned_partitions
                 .fetch_add(1, Ordering::Relaxed);
+            let source = self.source_partition(tp);
+            let state = self.states.entry(source).or_default().clone();
             let lane = lane::spawn(
                 self.lane_ctx.clone(),
                 tp.clone(),
+                state,
                 self.capacity,
                 metrics,
                 &self.runtime,
@@ -125,6 +134,24 @@ impl<P: Processor> FetchContext<P> {
             partitions: &tps,
         }
         .emit(&self.metrics);
+    }
+
+    fn source_partition(&self, tp: &TopicPartition) -> TopicPartition {
+        TopicPartition::new(self.lane_ctx.router.source_of(&tp.topic), tp.partition)
+    }
+
+    /// Drops the states no remaining lane uses.
+    fn drop_unused_states(&self, released: &[TopicPartition]) {
+        for tp in released {
+            let source = self.source_partition(tp);
+            let in_use = self
+                .lanes
+                .iter()
+                .any(|l| self.source_partition(l.key()) == source);
+            if !in_use {
+                self.states.remove(&source);
+            }
+        }
     }
 
     /// Stops the lanes of `tps`, waits (up to `deadline`) for their in-flight records, and
@@ -179,6 +206,7 @@ impl<P: Processor> FetchContext<P> {
                 }
                 self.committed.remove(tp);
             }
+            self.drop_unused_states(&tps);
             events::Rebalanced {
                 worker: &self.worker,
                 kind: "lost",
@@ -192,6 +220,7 @@ impl<P: Processor> FetchContext<P> {
         for tp in &tps {
             self.committed.remove(tp);
         }
+        self.drop_unused_states(&tps);
         events::Rebalanced {
             worker: &self.worker,
             kind: "revoked",

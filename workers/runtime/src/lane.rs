@@ -98,17 +98,10 @@ pub(crate) struct LaneShared {
 }
 
 /// A running lane, owned by the fetcher's partition table.
-pub(crate) struct LaneHandle<S> {
+pub(crate) struct LaneHandle {
     pub tx: mpsc::Sender<RawRecord>,
     pub shared: Arc<LaneShared>,
     pub task: JoinHandle<()>,
-    /// The partition's state. The table owns it, so it is dropped with the lane on revoke;
-    /// the lane locks it while it processes a batch.
-    #[allow(
-        dead_code,
-        reason = "owned here so that revoking a partition drops its state"
-    )]
-    pub state: Arc<Mutex<S>>,
 }
 
 enum Kind {
@@ -127,30 +120,25 @@ struct Pending {
 pub(crate) fn spawn<P: Processor>(
     ctx: Arc<LaneContext<P>>,
     tp: TopicPartition,
+    state: Arc<Mutex<P::State>>,
     capacity: usize,
     metrics: TopicMetrics,
     runtime: &tokio::runtime::Handle,
-) -> LaneHandle<P::State> {
+) -> LaneHandle {
     let (tx, rx) = mpsc::channel(capacity);
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),
     });
-    let state = Arc::new(Mutex::new(P::State::default()));
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
         ctx,
         shared: shared.clone(),
-        state: state.clone(),
+        state,
         metrics,
     };
     let task = runtime.spawn(lane.run(rx));
-    LaneHandle {
-        tx,
-        shared,
-        task,
-        state,
-    }
+    LaneHandle { tx, shared, task }
 }
 
 struct Lane<P: Processor> {

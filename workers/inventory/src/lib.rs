@@ -1,0 +1,361 @@
+//! The inventory worker (`inventory-events`).
+//!
+//! Keeps the stock of every hotel of a partition (records are keyed by hotel id) and applies
+//! stock commands:
+//!
+//! | command   | effect                                                    | outcome               |
+//! |-----------|-----------------------------------------------------------|-----------------------|
+//! | `RESTOCK` | adds `quantity` rooms                                     | `RESTOCKED`           |
+//! | `RESERVE` | holds `quantity` rooms for the booking if enough are free | `RESERVED`/`REJECTED` |
+//! | `RELEASE` | returns the rooms held for the booking                    | `RELEASED`/`REJECTED` |
+//!
+//! Every command gets exactly one `InventoryOutcome` on `inventory-outcomes`, keyed by hotel
+//! id, with the stock after it. A command seen before (same restock event id, a second
+//! reserve or release for one booking) is an exact replay and is dropped. A command without a
+//! positive quantity, or a reserve/release without a booking id, is a permanent error.
+
+use std::collections::{HashMap, HashSet};
+
+use streamfleet_runtime::codec::AvroCodec;
+use streamfleet_runtime::{Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record};
+use streamfleet_schemas::{
+    Encoding, InventoryEvent, InventoryEventType, InventoryOutcome, InventoryResult,
+};
+
+/// Default output topic.
+pub const DEFAULT_OUTPUT_TOPIC: &str = "inventory-outcomes";
+
+/// Stock and holds of one hotel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HotelStock {
+    /// Rooms free.
+    pub available: i64,
+    /// Rooms held per booking.
+    pub held: HashMap<String, i32>,
+    /// Bookings whose reserve was rejected or whose hold was released (replays of those
+    /// commands are dropped).
+    pub settled: HashSet<String>,
+    /// Restock event ids applied.
+    pub restocks: HashSet<String>,
+}
+
+/// Stock of every hotel of a partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InventoryState {
+    hotels: HashMap<String, HotelStock>,
+}
+
+impl InventoryState {
+    /// One hotel's stock.
+    pub fn hotel(&self, hotel_id: &str) -> Option<&HotelStock> {
+        self.hotels.get(hotel_id)
+    }
+}
+
+/// The inventory processor.
+pub struct InventoryProcessor {
+    input: AvroCodec<InventoryEvent>,
+    output: AvroCodec<InventoryOutcome>,
+    output_topic: String,
+}
+
+/// What a command does, before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Seen before: drop.
+    Replay,
+    /// Apply: the hotel's new stock and the outcome.
+    Apply {
+        /// Stock after the command.
+        stock: HotelStock,
+        /// Outcome and rejection reason.
+        result: InventoryResult,
+        /// Why it was rejected.
+        reason: Option<String>,
+    },
+}
+
+impl InventoryProcessor {
+    /// A processor writing outcomes to `output_topic`.
+    pub fn new(encoding: &Encoding, input_topic: &str, output_topic: &str) -> Result<Self, String> {
+        Ok(Self {
+            input: encoding.codec(input_topic).map_err(|e| e.to_string())?,
+            output: encoding.codec(output_topic).map_err(|e| e.to_string())?,
+            output_topic: output_topic.to_owned(),
+        })
+    }
+
+    /// The effect of `event` on a hotel's current stock. Pure.
+    pub fn effect(
+        current: Option<&HotelStock>,
+        event: &InventoryEvent,
+    ) -> Result<Effect, ProcessError> {
+        if event.quantity <= 0 {
+            return Err(ProcessError::Permanent(format!(
+                "quantity must be positive, got {}",
+                event.quantity
+            )));
+        }
+        let mut stock = current.cloned().unwrap_or_default();
+        let booking = || {
+            event
+                .booking_id
+                .clone()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| {
+                    ProcessError::Permanent(format!("{:?} without a bookingId", event.kind))
+                })
+        };
+        let (result, reason) = match event.kind {
+            InventoryEventType::Restock => {
+                if !stock.restocks.insert(event.event_id.clone()) {
+                    return Ok(Effect::Replay);
+                }
+                stock.available += i64::from(event.quantity);
+                (InventoryResult::Restocked, None)
+            }
+            InventoryEventType::Reserve => {
+                let booking = booking()?;
+                if stock.held.contains_key(&booking) || stock.settled.contains(&booking) {
+                    return Ok(Effect::Replay);
+                }
+                if stock.available >= i64::from(event.quantity) {
+                    stock.available -= i64::from(event.quantity);
+                    stock.held.insert(booking, event.quantity);
+                    (InventoryResult::Reserved, None)
+                } else {
+                    let reason = format!(
+                        "insufficient stock: {} requested, {} available",
+                        event.quantity, stock.available
+                    );
+                    stock.settled.insert(booking);
+                    (InventoryResult::Rejected, Some(reason))
+                }
+            }
+            InventoryEventType::Release => {
+                let booking = booking()?;
+                match stock.held.remove(&booking) {
+                    Some(held) => {
+                        stock.available += i64::from(held);
+                        stock.settled.insert(booking);
+                        (InventoryResult::Released, None)
+                    }
+                    None if stock.settled.contains(&booking) => return Ok(Effect::Replay),
+                    None => {
+                        stock.settled.insert(booking.clone());
+                        (
+                            InventoryResult::Rejected,
+                            Some(format!("no rooms held for booking {booking}")),
+                        )
+                    }
+                }
+            }
+        };
+        Ok(Effect::Apply {
+            stock,
+            result,
+            reason,
+        })
+    }
+}
+
+impl Processor for InventoryProcessor {
+    type Input = InventoryEvent;
+    type State = InventoryState;
+
+    fn decode(&self, record: &RawRecord) -> Result<InventoryEvent, ProcessError> {
+        let bytes = record.value.as_deref().ok_or_else(|| {
+            ProcessError::Malformed("null value (tombstone) on inventory-events".into())
+        })?;
+        Ok(self.input.decode(bytes)?)
+    }
+
+    async fn process(
+        &self,
+        state: &mut InventoryState,
+        record: &Record<'_, InventoryEvent>,
+    ) -> Result<Outcome, ProcessError> {
+        let event = &record.value;
+        let (stock, result, reason) = match Self::effect(state.hotels.get(&event.hotel_id), event)?
+        {
+            Effect::Replay => return Ok(Outcome::ReplayDropped),
+            Effect::Apply {
+                stock,
+                result,
+                reason,
+            } => (stock, result, reason),
+        };
+        let outcome = InventoryOutcome {
+            event_id: event.event_id.clone(),
+            hotel_id: event.hotel_id.clone(),
+            booking_id: event.booking_id.clone(),
+            result,
+            quantity: event.quantity,
+            available: stock.available,
+            reason,
+            processed_at: streamfleet_runtime::now_ms(),
+        };
+        let value = self.output.encode(&outcome)?;
+        state.hotels.insert(event.hotel_id.clone(), stock);
+        Ok(Outcome::Emit(vec![OutputRecord::keyed(
+            &self.output_topic,
+            event.hotel_id.as_bytes(),
+            value,
+        )]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(id: &str, kind: InventoryEventType, qty: i32, booking: Option<&str>) -> InventoryEvent {
+        InventoryEvent {
+            event_id: id.into(),
+            hotel_id: "h1".into(),
+            kind,
+            quantity: qty,
+            booking_id: booking.map(str::to_owned),
+            occurred_at: 0,
+        }
+    }
+
+    async fn run(
+        p: &InventoryProcessor,
+        s: &mut InventoryState,
+        e: &InventoryEvent,
+    ) -> Result<Option<InventoryOutcome>, ProcessError> {
+        let raw = RawRecord {
+            topic: "inventory-events".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: Some(b"h1".to_vec()),
+            value: Some(p.input.encode(e).unwrap()),
+            headers: vec![],
+        };
+        let value = p.decode(&raw)?;
+        match p.process(s, &Record { value, raw: &raw }).await? {
+            Outcome::ReplayDropped => Ok(None),
+            Outcome::Emit(out) => {
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].key.as_deref(), Some(&b"h1"[..]));
+                Ok(Some(
+                    p.output.decode(out[0].value.as_deref().unwrap()).unwrap(),
+                ))
+            }
+        }
+    }
+
+    fn processor() -> InventoryProcessor {
+        InventoryProcessor::new(
+            &Encoding::default(),
+            "inventory-events",
+            "inventory-outcomes",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn restock_reserve_release_keep_the_stock_right() {
+        use InventoryEventType::*;
+        let p = processor();
+        let mut s = InventoryState::default();
+        let o = run(&p, &mut s, &cmd("r1", Restock, 2, None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.result, o.available), (InventoryResult::Restocked, 2));
+        let o = run(&p, &mut s, &cmd("reserve-a", Reserve, 1, Some("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.result, o.available), (InventoryResult::Reserved, 1));
+        let o = run(&p, &mut s, &cmd("reserve-b", Reserve, 1, Some("b")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.result, o.available), (InventoryResult::Reserved, 0));
+        let o = run(&p, &mut s, &cmd("reserve-c", Reserve, 1, Some("c")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.result, InventoryResult::Rejected);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("insufficient stock: 1 requested, 0 available")
+        );
+        let o = run(&p, &mut s, &cmd("release-a", Release, 1, Some("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.result, o.available), (InventoryResult::Released, 1));
+        assert_eq!(s.hotel("h1").unwrap().available, 1);
+        assert_eq!(s.hotel("h1").unwrap().held.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn replays_are_dropped_without_changing_stock() {
+        use InventoryEventType::*;
+        let p = processor();
+        let mut s = InventoryState::default();
+        run(&p, &mut s, &cmd("r1", Restock, 5, None)).await.unwrap();
+        assert_eq!(
+            run(&p, &mut s, &cmd("r1", Restock, 5, None)).await.unwrap(),
+            None
+        );
+        run(&p, &mut s, &cmd("reserve-a", Reserve, 2, Some("a")))
+            .await
+            .unwrap();
+        assert_eq!(
+            run(&p, &mut s, &cmd("reserve-a", Reserve, 2, Some("a")))
+                .await
+                .unwrap(),
+            None
+        );
+        run(&p, &mut s, &cmd("release-a", Release, 2, Some("a")))
+            .await
+            .unwrap();
+        assert_eq!(
+            run(&p, &mut s, &cmd("release-a", Release, 2, Some("a")))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.hotel("h1").unwrap().available, 5);
+    }
+
+    #[tokio::test]
+    async fn releasing_what_was_never_held_is_rejected_once() {
+        use InventoryEventType::*;
+        let p = processor();
+        let mut s = InventoryState::default();
+        let o = run(&p, &mut s, &cmd("release-z", Release, 1, Some("z")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.result, InventoryResult::Rejected);
+        assert_eq!(o.available, 0);
+        assert_eq!(
+            run(&p, &mut s, &cmd("release-z", Release, 1, Some("z")))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_commands_are_permanent_errors() {
+        use InventoryEventType::*;
+        let p = processor();
+        let mut s = InventoryState::default();
+        assert!(matches!(
+            run(&p, &mut s, &cmd("x", Restock, 0, None)).await,
+            Err(ProcessError::Permanent(_))
+        ));
+        assert!(
+            matches!(run(&p, &mut s, &cmd("x", Reserve, 1, None)).await, Err(ProcessError::Permanent(m)) if m.contains("bookingId"))
+        );
+        assert_eq!(s, InventoryState::default());
+    }
+}

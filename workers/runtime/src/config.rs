@@ -251,7 +251,8 @@ pub struct WorkerArgs {
     /// Partition assignment strategy.
     #[arg(long, env = "STREAMFLEET_ASSIGNMENT_STRATEGY", value_enum, default_value_t = AssignmentStrategy::CooperativeSticky)]
     pub assignment_strategy: AssignmentStrategy,
-    /// Records buffered per partition before the partition is paused.
+    /// Records buffered per partition before the partition is paused (it resumes once half
+    /// of them are processed).
     #[arg(long, env = "STREAMFLEET_LANE_CAPACITY", default_value_t = WorkerConfig::DEFAULT_LANE_CAPACITY)]
     pub lane_capacity: usize,
     /// Partitions processed at the same time, at most.

@@ -44,11 +44,12 @@ pub(crate) struct Rebalanced<'a> {
 impl Rebalanced<'_> {
     pub fn emit(self, metrics: &Metrics) {
         metrics.rebalance(self.worker, self.kind);
-        let list: Vec<String> = self.partitions.iter().map(ToString::to_string).collect();
+        let list = summarize(self.partitions);
+        let count = self.partitions.len();
         if self.kind == "lost" {
-            tracing::warn!(worker = self.worker, partitions = ?list, "partitions lost, nothing committed for them");
+            tracing::warn!(worker = self.worker, count, partitions = %list, "partitions lost, nothing committed for them");
         } else {
-            tracing::info!(worker = self.worker, kind = self.kind, partitions = ?list, "rebalance");
+            tracing::info!(worker = self.worker, kind = self.kind, count, partitions = %list, "rebalance");
         }
     }
 }
@@ -63,5 +64,48 @@ pub(crate) struct CommitFailed<'a> {
 impl CommitFailed<'_> {
     pub fn emit(self) {
         tracing::warn!(worker = self.worker, error = %self.error, "offset commit failed");
+    }
+}
+
+/// `t[0-3,7] u[1]`: partitions grouped by topic, consecutive numbers as ranges.
+pub(crate) fn summarize(partitions: &[TopicPartition]) -> String {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for tp in partitions {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    let mut out = Vec::new();
+    for (topic, mut ps) in by_topic {
+        ps.sort_unstable();
+        let mut ranges = Vec::new();
+        let mut i = 0;
+        while i < ps.len() {
+            let start = ps[i];
+            while i + 1 < ps.len() && ps[i + 1] == ps[i] + 1 {
+                i += 1;
+            }
+            ranges.push(if ps[i] == start {
+                start.to_string()
+            } else {
+                format!("{start}-{}", ps[i])
+            });
+            i += 1;
+        }
+        out.push(format!("{topic}[{}]", ranges.join(",")));
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_summarized_as_ranges() {
+        let tps: Vec<TopicPartition> = [("b", 3), ("a", 0), ("a", 1), ("a", 2), ("a", 5), ("b", 4)]
+            .into_iter()
+            .map(|(t, p)| TopicPartition::new(t, p))
+            .collect();
+        assert_eq!(summarize(&tps), "a[0-2,5] b[3-4]");
+        assert_eq!(summarize(&[]), "");
     }
 }

@@ -6,10 +6,11 @@
 //!
 //! ```text
 //!           poll ─► record ─► stash non-empty? ──yes──► append to stash
-//!                               │ no
+//!                               │ no                   (stash at lane capacity: pause)
 //!                               ▼
-//!                        lane.try_send ──full──► pause partition, stash record
-//!   every loop: stashes whose lane has room drain; an empty stash resumes its partition
+//!                        lane.try_send ──full──► start a stash
+//!   every loop: stashes move into lanes with room; a paused partition resumes when its
+//!   stash is down to half the lane capacity
 //!   every commit interval: commit (async) each lane's committable offset
 //!   assign:  create a lane per partition; it shares the state of its source partition
 //!            (a source partition and the same partition number of its retry rungs share one
@@ -21,6 +22,10 @@
 //!
 //! Pausing never loses or reorders records: librdkafka resumes fetching at the position after
 //! the last record it handed over, and the stash holds the ones handed over but not yet queued.
+//! Pausing is not free (librdkafka drops its prefetched records of the partition and the
+//! re-fetch may wait behind a long-poll fetch, up to `fetch.wait.max.ms`), hence the
+//! hysteresis: pause at the high-water mark, resume at half, so a paused partition still has
+//! half a buffer of work while fetching restarts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -39,13 +44,20 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::events;
 use crate::health::HealthHandle;
 use crate::lane::{self, LaneContext, LaneHandle};
-use crate::metrics::{Metrics, TopicMetrics, WorkerStats};
+use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
 use crate::record::{RawRecord, TopicPartition};
 
 /// How long `poll` blocks when nothing is paused, and when something is.
 const POLL_IDLE: Duration = Duration::from_millis(100);
 const POLL_PAUSED: Duration = Duration::from_millis(5);
+
+/// Records of one partition fetched but not yet taken by its lane.
+#[derive(Default)]
+struct Stash {
+    queue: VecDeque<RawRecord>,
+    paused: bool,
+}
 
 /// The consumer's context: the partition table and everything a rebalance needs.
 pub(crate) struct FetchContext<P: Processor> {
@@ -55,7 +67,7 @@ pub(crate) struct FetchContext<P: Processor> {
     /// Per-partition state, keyed by source partition; dropped when the last lane using it
     /// is revoked or lost.
     states: DashMap<TopicPartition, Arc<tokio::sync::Mutex<P::State>>>,
-    stash: Mutex<HashMap<TopicPartition, VecDeque<RawRecord>>>,
+    stash: Mutex<HashMap<TopicPartition, Stash>>,
     committed: DashMap<TopicPartition, i64>,
     topic_metrics: DashMap<Arc<str>, TopicMetrics>,
     pub lane_ctx: Arc<LaneContext<P>>,
@@ -122,7 +134,6 @@ impl<P: Processor> FetchContext<P> {
                 self.lane_ctx.clone(),
                 tp.clone(),
                 state,
-                self.capacity,
                 metrics,
                 &self.runtime,
             );
@@ -278,9 +289,16 @@ impl<P: Processor> FetchContext<P> {
 
     fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
         let tp = raw.topic_partition();
-        let mut stash = self.stash.lock().expect("stash lock");
-        if let Some(queue) = stash.get_mut(&tp) {
-            queue.push_back(raw);
+        let mut stashes = self.stash.lock().expect("stash lock");
+        if let Some(stash) = stashes.get_mut(&tp) {
+            stash.queue.push_back(raw);
+            if !stash.paused && stash.queue.len() >= self.capacity {
+                stash.paused = true;
+                let metrics = self.topic_metrics(&tp.topic);
+                metrics.pauses.inc();
+                bump(&metrics.stats.pauses);
+                pause(consumer, &tp, true);
+            }
             return;
         }
         let Some(lane) = self.lanes.get(&tp) else {
@@ -291,9 +309,13 @@ impl<P: Processor> FetchContext<P> {
         match lane.tx.try_send(raw) {
             Ok(()) => {}
             Err(TrySendError::Full(raw)) => {
-                drop(lane);
-                pause(consumer, &tp, true);
-                stash.insert(tp, VecDeque::from([raw]));
+                stashes.insert(
+                    tp,
+                    Stash {
+                        queue: VecDeque::from([raw]),
+                        paused: false,
+                    },
+                );
             }
             Err(TrySendError::Closed(raw)) => {
                 tracing::debug!(partition = %tp, offset = raw.offset, "lane closed; record left uncommitted");
@@ -301,43 +323,38 @@ impl<P: Processor> FetchContext<P> {
         }
     }
 
-    /// Moves stashed records into lanes that have room again; resumes drained partitions.
-    /// Returns whether any partition is still paused.
+    /// Moves stashed records into lanes that have room; resumes partitions whose stash is
+    /// down to half the lane capacity. Returns whether anything is still stashed.
     fn drain_stashes(&self, consumer: &BaseConsumer<Self>) -> bool {
-        let mut stash = self.stash.lock().expect("stash lock");
-        if stash.is_empty() {
+        let mut stashes = self.stash.lock().expect("stash lock");
+        if stashes.is_empty() {
             return false;
         }
-        let mut resumed = Vec::new();
-        for (tp, queue) in stash.iter_mut() {
+        let low_water = self.capacity / 2;
+        stashes.retain(|tp, stash| {
             let Some(lane) = self.lanes.get(tp) else {
-                continue;
+                return false;
             };
-            if lane.tx.capacity() < self.capacity.div_ceil(2) {
-                continue;
-            }
-            while let Some(raw) = queue.pop_front() {
+            while let Some(raw) = stash.queue.pop_front() {
                 match lane.tx.try_send(raw) {
                     Ok(()) => {}
                     Err(TrySendError::Full(raw)) => {
-                        queue.push_front(raw);
+                        stash.queue.push_front(raw);
                         break;
                     }
                     Err(TrySendError::Closed(_)) => {
-                        queue.clear();
+                        stash.queue.clear();
                         break;
                     }
                 }
             }
-            if queue.is_empty() {
-                resumed.push(tp.clone());
+            if stash.paused && stash.queue.len() <= low_water {
+                stash.paused = false;
+                pause(consumer, tp, false);
             }
-        }
-        for tp in resumed {
-            stash.remove(&tp);
-            pause(consumer, &tp, false);
-        }
-        !stash.is_empty()
+            !stash.queue.is_empty() || stash.paused
+        });
+        !stashes.is_empty()
     }
 }
 

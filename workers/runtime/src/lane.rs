@@ -1,9 +1,9 @@
 //! One partition's lane: strict offset order within the partition, and the committable offset.
 //!
 //! ```text
-//!  fetcher ──try_send──► [bounded queue] ──► lane task ──────────────► ack task
-//!   (full: pause the                          decode                   await every delivery
-//!    partition, stash)                        process (state locked)   count the outcome
+//!  fetcher ──try_send──► [queue of 64] ──► lane task ───────────────► ack task
+//!   (full: stash; stash                       decode                   await every delivery
+//!    at capacity: pause)                      process (state locked)   count the outcome
 //!                                             route failures           committable = offset+1
 //!                                             enqueue outputs
 //! ```
@@ -38,8 +38,9 @@ use crate::producer::{Delivery, OutputProducer, ProduceError};
 use crate::record::{OutputRecord, RawRecord, Record, TopicPartition};
 use crate::routing::{FailureRouter, Route};
 
-/// Records a lane takes from its queue at once (one concurrency permit per batch).
-const BATCH: usize = 64;
+/// Records a lane takes from its queue at once (one concurrency permit per batch), and the
+/// queue's size: the partition's buffer beyond it is the fetcher's stash.
+pub(crate) const BATCH: usize = 64;
 /// Records sent but not yet acknowledged, per lane, before the lane waits for the ack task.
 const MAX_UNACKED: usize = 4096;
 
@@ -121,11 +122,10 @@ pub(crate) fn spawn<P: Processor>(
     ctx: Arc<LaneContext<P>>,
     tp: TopicPartition,
     state: Arc<Mutex<P::State>>,
-    capacity: usize,
     metrics: TopicMetrics,
     runtime: &tokio::runtime::Handle,
 ) -> LaneHandle {
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = mpsc::channel(BATCH);
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),

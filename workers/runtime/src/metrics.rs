@@ -36,6 +36,7 @@ pub struct Metrics {
     assigned: IntGaugeVec,
     rebalances: IntCounterVec,
     consumer_lag_max: IntGaugeVec,
+    pauses: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -107,6 +108,12 @@ impl Metrics {
                 "Largest offset lag over the partitions of a topic assigned to this instance.",
                 &["worker", "group", "topic"],
             ),
+            pauses: counter(
+                r,
+                "streamfleet_partition_pauses_total",
+                "Times a partition was paused because its lane's queue was full (backpressure).",
+                &["worker", "topic"],
+            ),
             registry,
         }
     }
@@ -122,6 +129,7 @@ impl Metrics {
         let outcome = |o: &str| self.processed.with_label_values(&[worker, topic, o]);
         TopicMetrics {
             consumed: self.consumed.with_label_values(&l),
+            pauses: self.pauses.with_label_values(&l),
             success: outcome(outcome::SUCCESS),
             retried: outcome(outcome::RETRIED),
             dead_lettered: outcome(outcome::DEAD_LETTERED),
@@ -158,6 +166,7 @@ impl Metrics {
 #[derive(Clone, Debug)]
 pub struct TopicMetrics {
     pub(crate) consumed: IntCounter,
+    pub(crate) pauses: IntCounter,
     pub(crate) success: IntCounter,
     pub(crate) retried: IntCounter,
     pub(crate) dead_lettered: IntCounter,
@@ -187,6 +196,8 @@ pub struct WorkerStats {
     pub lag: AtomicI64,
     /// Partitions currently assigned.
     pub assigned_partitions: AtomicI64,
+    /// Times a partition was paused for backpressure.
+    pub pauses: AtomicU64,
 }
 
 /// A point-in-time copy of [`WorkerStats`].
@@ -210,6 +221,8 @@ pub struct StatsSnapshot {
     pub lag: i64,
     /// Partitions currently assigned.
     pub assigned_partitions: i64,
+    /// Times a partition was paused for backpressure.
+    pub pauses: u64,
 }
 
 impl WorkerStats {
@@ -226,6 +239,7 @@ impl WorkerStats {
             produce_errors: r(&self.produce_errors),
             lag: self.lag.load(Ordering::Relaxed),
             assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
+            pauses: r(&self.pauses),
         }
     }
 }

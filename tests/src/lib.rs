@@ -1,0 +1,375 @@
+//! The test harness.
+//!
+//! Every test gets its own topics and consumer groups (random suffixes) and never depends on
+//! another test or on test order. [`Broker::mock`] is librdkafka's embedded cluster (topics
+//! through `MockCluster::create_topic`); [`Broker::real`] is the cluster named by
+//! `KAFKA_BOOTSTRAP_SERVERS` (topics through the AdminClient). Real-broker tests are
+//! `#[ignore]`d; run them with `--include-ignored` and the variable set: a missing variable
+//! fails them loudly, it never skips them.
+
+pub mod echo;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers as _, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use streamfleet_runtime::RawRecord;
+use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
+use streamfleet_runtime::config::ClientScope;
+use streamfleet_runtime::embedded::EmbeddedCluster;
+use streamfleet_runtime::topology::Topology;
+
+/// The variable naming a real cluster.
+pub const BOOTSTRAP_VAR: &str = "KAFKA_BOOTSTRAP_SERVERS";
+
+/// The cluster a test runs against.
+pub enum Broker {
+    /// librdkafka's mock cluster, in process.
+    Mock(EmbeddedCluster),
+    /// A real cluster.
+    Real(String),
+}
+
+impl Broker {
+    /// A fresh embedded cluster.
+    pub fn mock() -> Self {
+        Broker::Mock(EmbeddedCluster::start(3).expect("mock cluster starts"))
+    }
+
+    /// The cluster of `KAFKA_BOOTSTRAP_SERVERS`; panics when it is not set, so a real-broker
+    /// test run without a broker fails instead of passing vacuously.
+    pub fn real() -> Self {
+        let servers = std::env::var(BOOTSTRAP_VAR).unwrap_or_default();
+        assert!(
+            !servers.trim().is_empty(),
+            "this real-broker test needs {BOOTSTRAP_VAR}=host:port (tests/run starts nisshi and sets it)"
+        );
+        Broker::Real(servers)
+    }
+
+    /// `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(c) => c.bootstrap_servers().to_owned(),
+            Broker::Real(s) => s.clone(),
+        }
+    }
+
+    /// The embedded cluster, for fault injection.
+    pub fn as_mock(&self) -> Option<&EmbeddedCluster> {
+        match self {
+            Broker::Mock(c) => Some(c),
+            Broker::Real(_) => None,
+        }
+    }
+
+    /// Creates a topic and waits until every partition has a leader.
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Broker::Mock(c) => c.create_topic(name, partitions, 1).expect("mock topic"),
+            Broker::Real(servers) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", servers)
+                    .create()
+                    .expect("admin client");
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let results = admin
+                    .create_topics([&topic], &opts)
+                    .await
+                    .expect("create_topics");
+                for r in results {
+                    if let Err((t, e)) = r {
+                        panic!("creating topic {t}: {e}");
+                    }
+                }
+                let servers = servers.clone();
+                let name = name.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    wait_for_partitions(&servers, &name, partitions)
+                })
+                .await
+                .expect("join");
+            }
+        }
+    }
+
+    /// Creates every topic of a topology (replication 1: tests run on one broker).
+    pub async fn create_topology(&self, topology: &Topology) {
+        for t in &topology.topics {
+            self.create_topic(&t.name, t.partitions).await;
+        }
+    }
+}
+
+fn wait_for_partitions(servers: &str, topic: &str, partitions: i32) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .expect("metadata client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            let ready = md.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
+            if ready {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} has no leaders after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A unique name: `<prefix>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}-{n:016x}")
+}
+
+/// A producer with streamfleet's producer defaults.
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    clients::build(
+        bootstrap,
+        PRODUCER_DEFAULTS,
+        &[],
+        ClientScope::Producer,
+        &[],
+    )
+    .create()
+    .expect("producer")
+}
+
+/// Produces `records` (key, value) to `topic` and waits for every acknowledgement.
+pub async fn produce_all(producer: &FutureProducer, topic: &str, records: &[(String, Vec<u8>)]) {
+    let mut pending = Vec::new();
+    for (key, value) in records {
+        let record = FutureRecord::to(topic).key(key).payload(value);
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for p in pending {
+        p.await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("acknowledged");
+    }
+}
+
+/// How to read a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every record.
+    ReadUncommitted,
+    /// Only committed transactions' records.
+    ReadCommitted,
+}
+
+/// Reads every record currently in `topic`, from the beginning to the high watermark of each
+/// partition (blocking: call from `spawn_blocking` or use [`read_topic`]).
+pub fn read_all_blocking(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<RawRecord> {
+    let level = match isolation {
+        Isolation::ReadUncommitted => "read_uncommitted",
+        Isolation::ReadCommitted => "read_committed",
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", level)
+        .create()
+        .expect("reader");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Done when every partition's position reached its end; under read_committed a position
+    // also moves past transaction markers and aborted records, which are never delivered.
+    let done = |consumer: &BaseConsumer| {
+        let pos = consumer.position().expect("position");
+        ends.iter().all(|(p, end)| {
+            pos.find_partition(topic, *p)
+                .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *end))
+        })
+    };
+    while !done(&consumer) {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} timed out before {ends:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(RawRecord {
+                topic: m.topic().into(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Async wrapper of [`read_all_blocking`].
+pub async fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<RawRecord> {
+    let (b, t) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_all_blocking(&b, &t, isolation))
+        .await
+        .expect("reader thread")
+}
+
+/// Waits until `check` holds, polling every 50 ms; panics with `what` after `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A worker started by a test.
+pub struct TestWorker {
+    /// Live totals.
+    pub stats: std::sync::Arc<streamfleet_runtime::metrics::WorkerStats>,
+    /// Its health.
+    pub health: streamfleet_runtime::health::Health,
+    /// Its metrics.
+    pub metrics: streamfleet_runtime::metrics::Metrics,
+    stop: streamfleet_runtime::CancellationToken,
+    task: tokio::task::JoinHandle<
+        Result<streamfleet_runtime::WorkerReport, streamfleet_runtime::WorkerError>,
+    >,
+}
+
+impl TestWorker {
+    /// Starts `processor` with `config`.
+    pub fn start<P: streamfleet_runtime::Processor>(
+        config: streamfleet_runtime::config::WorkerConfig,
+        processor: P,
+    ) -> Self {
+        let health = streamfleet_runtime::health::Health::default();
+        let metrics = streamfleet_runtime::metrics::Metrics::default();
+        let worker = streamfleet_runtime::Worker::new(config, processor, metrics.clone(), &health);
+        let stop = streamfleet_runtime::CancellationToken::new();
+        Self {
+            stats: worker.stats(),
+            health,
+            metrics,
+            task: tokio::spawn(worker.run(stop.clone())),
+            stop,
+        }
+    }
+
+    /// Totals now.
+    pub fn snapshot(&self) -> streamfleet_runtime::metrics::StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the worker task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Shuts down gracefully and returns the report.
+    pub async fn stop(
+        self,
+    ) -> Result<streamfleet_runtime::WorkerReport, streamfleet_runtime::WorkerError> {
+        self.stop.cancel();
+        self.task.await.expect("worker task")
+    }
+}
+
+/// A worker config for tests: fast commits, the given group and sources.
+pub fn test_config(
+    bootstrap: &str,
+    group: &str,
+    sources: Vec<(String, streamfleet_runtime::retry::RetryPolicy)>,
+) -> streamfleet_runtime::config::WorkerConfig {
+    let mut c = streamfleet_runtime::config::WorkerConfig::new("test", bootstrap, sources);
+    c.group_id = group.to_owned();
+    c.commit_interval = Duration::from_millis(200);
+    // The mock coordinator finishes a rebalance of an established group only after
+    // session.timeout.ms - 1 s; 6 s is the smallest session timeout Apache Kafka accepts.
+    for p in [
+        "consumer.session.timeout.ms=6000",
+        "consumer.heartbeat.interval.ms=500",
+    ] {
+        c.kafka
+            .push(streamfleet_runtime::config::KafkaProperty::parse(p).expect("property"));
+    }
+    // SF_DEBUG=cgrp,fetch turns on librdkafka's debug contexts for the tests' workers.
+    if let Ok(d) = std::env::var("SF_DEBUG") {
+        c.kafka.push(
+            streamfleet_runtime::config::KafkaProperty::parse(&format!("debug={d}"))
+                .expect("debug property"),
+        );
+    }
+    c
+}
+
+/// A retry policy without retries.
+pub fn no_retries() -> streamfleet_runtime::retry::RetryPolicy {
+    streamfleet_runtime::retry::RetryPolicy {
+        attempts: 1,
+        ..Default::default()
+    }
+}
+
+/// Sends logs to stderr (see them with `--nocapture`; filter with RUST_LOG).
+pub fn logs() {
+    streamfleet_runtime::telemetry::init(streamfleet_runtime::config::LogFormat::Human);
+}

@@ -1,0 +1,197 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use streamfleet_runtime::config::{KafkaArgs, LogFormat, TopicsArgs, WorkerArgs};
+
+use crate::fleet::{GatewayArgs, WorkerKind};
+use crate::loadgen::{LoadConfig, Topics};
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    streamfleet_runtime::durations::parse(s)
+}
+
+/// Partition-aware Kafka stream-processing workers for bookings, inventory and payments.
+#[derive(Debug, Parser)]
+#[command(name = "streamfleet", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format (logs go to stderr; filter with RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLEET_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole fleet on the embedded cluster with generated load, print a live summary
+    /// and a final report, and exit after --duration.
+    Demo(DemoArgs),
+    /// Run one worker (one consumer-group member) against a Kafka cluster.
+    Worker(WorkerCommand),
+    /// Produce generated booking, inventory and payment traffic into a cluster.
+    Produce(ProduceArgs),
+    /// Schema tools.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+/// Load generator settings.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Seed of the generated traffic (the same seed gives the same records).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Hotels to spread bookings over.
+    #[arg(long, default_value_t = 200)]
+    pub hotels: u32,
+    /// Rooms each hotel starts with.
+    #[arg(long, default_value_t = 1000)]
+    pub rooms_per_hotel: i32,
+    /// Share of records that are undecodable bytes (they must end in the dead-letter topics).
+    #[arg(long, default_value_t = 0.005)]
+    pub malformed_ratio: f64,
+    /// Share of records that break a business rule (and as many illegal transitions).
+    #[arg(long, default_value_t = 0.002)]
+    pub invalid_ratio: f64,
+    /// Share of records that are exact replays of earlier ones.
+    #[arg(long, default_value_t = 0.01)]
+    pub replay_ratio: f64,
+}
+
+impl LoadArgs {
+    /// As a generator config.
+    pub fn config(&self) -> LoadConfig {
+        LoadConfig {
+            seed: self.seed,
+            hotels: self.hotels,
+            rooms_per_hotel: self.rooms_per_hotel,
+            malformed_ratio: self.malformed_ratio,
+            invalid_ratio: self.invalid_ratio,
+            replay_ratio: self.replay_ratio,
+        }
+    }
+}
+
+/// Input topic names of the generated traffic.
+#[derive(Debug, Clone, Args)]
+pub struct TopicNames {
+    /// Booking events topic.
+    #[arg(long, default_value = "booking-events")]
+    pub booking_topic: String,
+    /// Inventory events topic.
+    #[arg(long, default_value = "inventory-events")]
+    pub inventory_topic: String,
+    /// Payment events topic.
+    #[arg(long, default_value = "payment-events")]
+    pub payment_topic: String,
+}
+
+impl TopicNames {
+    /// As generator topics.
+    pub fn topics(&self) -> Topics {
+        Topics {
+            booking: self.booking_topic.clone(),
+            inventory: self.inventory_topic.clone(),
+            payment: self.payment_topic.clone(),
+        }
+    }
+}
+
+/// `streamfleet demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long to generate load.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub duration: Duration,
+    /// Generated records per second.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Brokers of the embedded cluster.
+    #[arg(long, default_value_t = 3)]
+    pub embedded_brokers: i32,
+    /// Address of /metrics and /health (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// After the load stops, how long to wait for the workers to finish every record.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+    /// Print the final report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Payment gateway settings.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// `streamfleet worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerCommand {
+    /// Which worker.
+    #[arg(value_enum)]
+    pub kind: WorkerKind,
+    /// Output topic [default: inventory-events, inventory-outcomes or payment-completed].
+    #[arg(long, env = "STREAMFLEET_OUTPUT_TOPIC")]
+    pub output_topic: Option<String>,
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Worker settings.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Topics file.
+    #[command(flatten)]
+    pub topics: TopicsArgs,
+    /// Payment gateway (payment worker only).
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// `streamfleet produce`.
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Records to produce (default: until --duration, or until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// How long to produce.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Records per second (default: as fast as the cluster takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Topic names.
+    #[command(flatten)]
+    pub topic_names: TopicNames,
+}
+
+/// `streamfleet schemas`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SchemasCommand {
+    /// Check that every version of every schema can read every other version's records
+    /// (full transitive compatibility); exits 1 otherwise.
+    Check {
+        /// Check the `*.vN.avsc` files under this directory instead of the built-in set.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod produce;
+pub mod schemas;
+pub mod worker;

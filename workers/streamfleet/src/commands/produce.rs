@@ -1,0 +1,69 @@
+//! `streamfleet produce`: the load generator on its own, against any cluster.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureProducer;
+use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
+use streamfleet_runtime::config::{ClientScope, ConfigError};
+use streamfleet_schemas::Encoding;
+
+use crate::cli::ProduceArgs;
+use crate::loadgen::{self, Generator, Limit};
+use crate::signals;
+
+/// Produces; prints what was generated as JSON on stdout.
+pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
+    let brokers = args
+        .kafka
+        .brokers
+        .clone()
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "--brokers (STREAMFLEET_BROKERS)".into(),
+            message: "required".into(),
+        })?;
+    let props = args.kafka.all_properties()?;
+    clients::validate_properties(&props)?;
+    let producer: FutureProducer = clients::build(
+        &brokers,
+        PRODUCER_DEFAULTS,
+        &props,
+        ClientScope::Producer,
+        &[("client.id", "streamfleet-produce".to_owned())],
+    )
+    .create()?;
+    let topics = args.topic_names.topics();
+    let encoding = Encoding::new(args.kafka.schema_registry_url.as_deref());
+    let mut generator = Generator::new(args.load.config(), &topics, &encoding)?;
+    let limit = match (args.count, args.duration) {
+        (Some(n), _) => Limit::Count(n),
+        (None, Some(d)) => Limit::Duration(d),
+        (None, None) => Limit::Duration(Duration::MAX),
+    };
+    let stop = signals::shutdown_on_signals()?;
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let sent = loadgen::produce(
+        &producer,
+        &mut generator,
+        &topics,
+        limit,
+        args.rate,
+        &stop,
+        |n| {
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                eprintln!(
+                    "produced {n} records ({:.0}/s)",
+                    n as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "produced {sent} records in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(generator.tally())?);
+    Ok(0)
+}

@@ -1,0 +1,70 @@
+//! `streamfleet worker <booking|inventory|payment>`: one consumer-group member against a
+//! real cluster, with its HTTP endpoint, until SIGTERM/SIGINT.
+
+use streamfleet_runtime::config::WorkerConfig;
+use streamfleet_runtime::health::Health;
+use streamfleet_runtime::metrics::Metrics;
+use streamfleet_runtime::{CancellationToken, http};
+use streamfleet_schemas::Encoding;
+
+use crate::cli::WorkerCommand;
+use crate::{fleet, signals};
+
+/// Runs the worker; returns the process exit code.
+pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
+    let topology = fleet::topology(cmd.topics.topics_file.as_deref())?;
+    let name = cmd.kind.name();
+    let sources = if cmd.worker.input_topics.is_empty() {
+        topology.sources_of(name)
+    } else {
+        cmd.worker
+            .input_topics
+            .iter()
+            .map(|t| {
+                let policy = topology
+                    .get(t)
+                    .and_then(|s| s.retry.clone())
+                    .unwrap_or_default();
+                (t.clone(), policy)
+            })
+            .collect()
+    };
+    let config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
+    let encoding = Encoding::new(cmd.kafka.schema_registry_url.as_deref());
+    let metrics = Metrics::default();
+    let health = Health::default();
+    let shutdown = signals::shutdown_on_signals()?;
+    let http_stop = CancellationToken::new();
+    let (_, server) = http::serve(
+        cmd.worker.http_addr,
+        metrics.registry().clone(),
+        health.clone(),
+        http_stop.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {}: {e}", cmd.worker.http_addr))?;
+    let output = cmd
+        .output_topic
+        .clone()
+        .unwrap_or_else(|| cmd.kind.default_output().to_owned());
+    let fleet = fleet::Fleet {
+        encoding: &encoding,
+        metrics: &metrics,
+        health: &health,
+        gateway: cmd.gateway.config(),
+    };
+    let running = fleet.start(cmd.kind, config, &output, shutdown)?;
+    let result = running.task.await?;
+    http_stop.cancel();
+    let _ = server.await;
+    match result {
+        Ok(report) => {
+            tracing::info!(worker = %report.worker, group = %report.group, stats = ?report.stats, "exiting");
+            Ok(0)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker stopped");
+            Ok(e.exit_code())
+        }
+    }
+}

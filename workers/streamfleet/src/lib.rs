@@ -1,0 +1,9 @@
+//! The `streamfleet` command as a library: the integration tests drive the same code the
+//! binary runs.
+
+pub mod accounting;
+pub mod cli;
+pub mod commands;
+pub mod fleet;
+pub mod loadgen;
+pub mod signals;

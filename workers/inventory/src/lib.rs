@@ -32,9 +32,10 @@ pub struct HotelStock {
     pub available: i64,
     /// Rooms held per booking.
     pub held: HashMap<String, i32>,
-    /// Bookings whose reserve was rejected or whose hold was released (replays of those
-    /// commands are dropped).
-    pub settled: HashSet<String>,
+    /// Bookings whose RESERVE was applied (held or rejected): a second one is a replay.
+    pub reserves: HashSet<String>,
+    /// Bookings whose RELEASE was applied (released or rejected): a second one is a replay.
+    pub releases: HashSet<String>,
     /// Restock event ids applied.
     pub restocks: HashSet<String>,
 }
@@ -116,7 +117,7 @@ impl InventoryProcessor {
             }
             InventoryEventType::Reserve => {
                 let booking = booking()?;
-                if stock.held.contains_key(&booking) || stock.settled.contains(&booking) {
+                if !stock.reserves.insert(booking.clone()) {
                     return Ok(Effect::Replay);
                 }
                 if stock.available >= i64::from(event.quantity) {
@@ -128,26 +129,23 @@ impl InventoryProcessor {
                         "insufficient stock: {} requested, {} available",
                         event.quantity, stock.available
                     );
-                    stock.settled.insert(booking);
                     (InventoryResult::Rejected, Some(reason))
                 }
             }
             InventoryEventType::Release => {
                 let booking = booking()?;
+                if !stock.releases.insert(booking.clone()) {
+                    return Ok(Effect::Replay);
+                }
                 match stock.held.remove(&booking) {
                     Some(held) => {
                         stock.available += i64::from(held);
-                        stock.settled.insert(booking);
                         (InventoryResult::Released, None)
                     }
-                    None if stock.settled.contains(&booking) => return Ok(Effect::Replay),
-                    None => {
-                        stock.settled.insert(booking.clone());
-                        (
-                            InventoryResult::Rejected,
-                            Some(format!("no rooms held for booking {booking}")),
-                        )
-                    }
+                    None => (
+                        InventoryResult::Rejected,
+                        Some(format!("no rooms held for booking {booking}")),
+                    ),
                 }
             }
         };
@@ -323,6 +321,37 @@ mod tests {
             None
         );
         assert_eq!(s.hotel("h1").unwrap().available, 5);
+    }
+
+    #[tokio::test]
+    async fn cancelling_after_a_rejected_reserve_is_rejected_not_dropped() {
+        use InventoryEventType::*;
+        let p = processor();
+        let mut s = InventoryState::default();
+        let o = run(&p, &mut s, &cmd("reserve-a", Reserve, 1, Some("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.result, InventoryResult::Rejected);
+        let o = run(&p, &mut s, &cmd("release-a", Release, 1, Some("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.result, InventoryResult::Rejected);
+        assert_eq!(o.reason.as_deref(), Some("no rooms held for booking a"));
+        assert_eq!(o.available, 0);
+        assert_eq!(
+            run(&p, &mut s, &cmd("reserve-a", Reserve, 1, Some("a")))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            run(&p, &mut s, &cmd("release-a", Release, 1, Some("a")))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ impl ProcessError {
 
 /// The class of a failure as written into the `error.class` header of retry and dead-letter
 /// records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorClass {
     /// Retriable failure.
     Transient,

@@ -33,7 +33,7 @@ pub fn topology(path: Option<&std::path::Path>) -> Result<Topology, ConfigError>
 }
 
 /// A domain worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
 pub enum WorkerKind {
     /// `booking-events` → `inventory-events`.
     Booking,

@@ -60,20 +60,47 @@ pub struct InventoryProcessor {
     output_topic: String,
 }
 
-/// What a command does, before it is applied.
+/// What a command does, decided before anything changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Seen before: drop.
     Replay,
-    /// Apply: the hotel's new stock and the outcome.
+    /// Apply it with [`apply`]: the outcome, its reason, and the stock afterwards.
     Apply {
-        /// Stock after the command.
-        stock: HotelStock,
-        /// Outcome and rejection reason.
+        /// Outcome.
         result: InventoryResult,
         /// Why it was rejected.
         reason: Option<String>,
+        /// Stock after the command.
+        available: i64,
     },
+}
+
+/// Applies a decided command to a hotel's stock.
+pub fn apply(
+    stock: &mut HotelStock,
+    event: &InventoryEvent,
+    result: InventoryResult,
+    available: i64,
+) {
+    let booking = event.booking_id.clone().unwrap_or_default();
+    match (event.kind, result) {
+        (InventoryEventType::Restock, _) => {
+            stock.restocks.insert(event.event_id.clone());
+        }
+        (InventoryEventType::Reserve, InventoryResult::Reserved) => {
+            stock.held.insert(booking.clone(), event.quantity);
+            stock.reserves.insert(booking);
+        }
+        (InventoryEventType::Reserve, _) => {
+            stock.reserves.insert(booking);
+        }
+        (InventoryEventType::Release, _) => {
+            stock.held.remove(&booking);
+            stock.releases.insert(booking);
+        }
+    }
+    stock.available = available;
 }
 
 impl InventoryProcessor {
@@ -86,7 +113,8 @@ impl InventoryProcessor {
         })
     }
 
-    /// The effect of `event` on a hotel's current stock. Pure.
+    /// The effect of `event` on a hotel's current stock. Pure: nothing changes until
+    /// [`apply`].
     pub fn effect(
         current: Option<&HotelStock>,
         event: &InventoryEvent,
@@ -97,63 +125,65 @@ impl InventoryProcessor {
                 event.quantity
             )));
         }
-        let mut stock = current.cloned().unwrap_or_default();
+        let empty = HotelStock::default();
+        let stock = current.unwrap_or(&empty);
+        let quantity = i64::from(event.quantity);
         let booking = || {
             event
                 .booking_id
-                .clone()
+                .as_deref()
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| {
                     ProcessError::Permanent(format!("{:?} without a bookingId", event.kind))
                 })
         };
-        let (result, reason) = match event.kind {
+        let apply = |result, reason, available| {
+            Ok(Effect::Apply {
+                result,
+                reason,
+                available,
+            })
+        };
+        match event.kind {
+            InventoryEventType::Restock if stock.restocks.contains(&event.event_id) => {
+                Ok(Effect::Replay)
+            }
             InventoryEventType::Restock => {
-                if !stock.restocks.insert(event.event_id.clone()) {
-                    return Ok(Effect::Replay);
-                }
-                stock.available += i64::from(event.quantity);
-                (InventoryResult::Restocked, None)
+                apply(InventoryResult::Restocked, None, stock.available + quantity)
             }
             InventoryEventType::Reserve => {
                 let booking = booking()?;
-                if !stock.reserves.insert(booking.clone()) {
-                    return Ok(Effect::Replay);
-                }
-                if stock.available >= i64::from(event.quantity) {
-                    stock.available -= i64::from(event.quantity);
-                    stock.held.insert(booking, event.quantity);
-                    (InventoryResult::Reserved, None)
+                if stock.reserves.contains(booking) {
+                    Ok(Effect::Replay)
+                } else if stock.available >= quantity {
+                    apply(InventoryResult::Reserved, None, stock.available - quantity)
                 } else {
                     let reason = format!(
                         "insufficient stock: {} requested, {} available",
                         event.quantity, stock.available
                     );
-                    (InventoryResult::Rejected, Some(reason))
+                    apply(InventoryResult::Rejected, Some(reason), stock.available)
                 }
             }
             InventoryEventType::Release => {
                 let booking = booking()?;
-                if !stock.releases.insert(booking.clone()) {
+                if stock.releases.contains(booking) {
                     return Ok(Effect::Replay);
                 }
-                match stock.held.remove(&booking) {
-                    Some(held) => {
-                        stock.available += i64::from(held);
-                        (InventoryResult::Released, None)
-                    }
-                    None => (
+                match stock.held.get(booking) {
+                    Some(held) => apply(
+                        InventoryResult::Released,
+                        None,
+                        stock.available + i64::from(*held),
+                    ),
+                    None => apply(
                         InventoryResult::Rejected,
                         Some(format!("no rooms held for booking {booking}")),
+                        stock.available,
                     ),
                 }
             }
-        };
-        Ok(Effect::Apply {
-            stock,
-            result,
-            reason,
-        })
+        }
     }
 }
 
@@ -174,14 +204,14 @@ impl Processor for InventoryProcessor {
         record: &Record<'_, InventoryEvent>,
     ) -> Result<Outcome, ProcessError> {
         let event = &record.value;
-        let (stock, result, reason) = match Self::effect(state.hotels.get(&event.hotel_id), event)?
-        {
+        let hotel = state.hotels.get(&event.hotel_id);
+        let (result, reason, available) = match Self::effect(hotel, event)? {
             Effect::Replay => return Ok(Outcome::ReplayDropped),
             Effect::Apply {
-                stock,
                 result,
                 reason,
-            } => (stock, result, reason),
+                available,
+            } => (result, reason, available),
         };
         let outcome = InventoryOutcome {
             event_id: event.event_id.clone(),
@@ -189,12 +219,17 @@ impl Processor for InventoryProcessor {
             booking_id: event.booking_id.clone(),
             result,
             quantity: event.quantity,
-            available: stock.available,
+            available,
             reason,
             processed_at: streamfleet_runtime::now_ms(),
         };
         let value = self.output.encode(&outcome)?;
-        state.hotels.insert(event.hotel_id.clone(), stock);
+        apply(
+            state.hotels.entry(event.hotel_id.clone()).or_default(),
+            event,
+            result,
+            available,
+        );
         Ok(Outcome::Emit(vec![OutputRecord::keyed(
             &self.output_topic,
             event.hotel_id.as_bytes(),

@@ -66,7 +66,7 @@ impl SimulatedGateway {
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
         if !(0.0..=1.0).contains(&config.failure_rate) {
             return Err(format!(
-                "--gateway-failure-rate must be between 0 and 1, got {}",
+                "the failure rate must be between 0 and 1, got {}",
                 config.failure_rate
             ));
         }

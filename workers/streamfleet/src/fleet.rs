@@ -89,13 +89,18 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    /// As a gateway config.
-    pub fn config(&self) -> GatewayConfig {
-        GatewayConfig {
+    /// As a validated gateway config.
+    pub fn config(&self) -> Result<GatewayConfig, ConfigError> {
+        let config = GatewayConfig {
             latency: self.gateway_latency,
             failure_rate: self.gateway_failure_rate,
             seed: self.gateway_seed,
-        }
+        };
+        SimulatedGateway::new(config).map_err(|message| ConfigError::Invalid {
+            field: "--gateway-failure-rate".into(),
+            message,
+        })?;
+        Ok(config)
     }
 }
 

@@ -3,6 +3,7 @@
 use clap::Parser;
 use streamfleet::cli::{Cli, Command, SchemasCommand};
 use streamfleet::commands;
+use streamfleet_runtime::WorkerError;
 use streamfleet_runtime::config::ConfigError;
 use streamfleet_runtime::telemetry;
 
@@ -33,11 +34,12 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
-                2
-            } else {
-                1
-            }
+            let config_error = e.downcast_ref::<ConfigError>().is_some()
+                || matches!(
+                    e.downcast_ref::<WorkerError>(),
+                    Some(WorkerError::Config(_))
+                );
+            if config_error { 2 } else { 1 }
         }
     };
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -61,6 +61,7 @@ fn drained(workers: &[RunningWorker], tally: &Tally) -> bool {
 
 /// Runs the demo; returns the exit code.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let gateway = args.gateway.config()?;
     let topology = fleet::builtin_topology();
     let cluster = EmbeddedCluster::start(args.embedded_brokers)?;
     cluster.create_topology(&topology)?;
@@ -95,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         encoding: &encoding,
         metrics: &metrics,
         health: &health,
-        gateway: args.gateway.config(),
+        gateway,
     };
     let mut workers = Vec::new();
     for kind in WorkerKind::ALL {

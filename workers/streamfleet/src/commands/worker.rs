@@ -30,6 +30,7 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
             .collect()
     };
     let config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
+    let gateway = cmd.gateway.config()?;
     let encoding = Encoding::new(cmd.kafka.schema_registry_url.as_deref());
     let metrics = Metrics::default();
     let health = Health::default();
@@ -51,7 +52,7 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
         encoding: &encoding,
         metrics: &metrics,
         health: &health,
-        gateway: cmd.gateway.config(),
+        gateway,
     };
     let running = fleet.start(cmd.kind, config, &output, shutdown)?;
     let result = running.task.await?;

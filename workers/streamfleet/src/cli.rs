@@ -45,6 +45,20 @@ pub enum Command {
     /// Schema tools.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// The topics of the topic design (declared and derived).
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+/// `streamfleet topics`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TopicsCommand {
+    /// Print every topic as `name:partitions`, declared and derived, one per line.
+    List {
+        /// Topics file.
+        #[command(flatten)]
+        topics: TopicsArgs,
+    },
 }
 
 /// Load generator settings.

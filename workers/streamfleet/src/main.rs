@@ -1,7 +1,7 @@
 //! `streamfleet`: see `streamfleet --help`.
 
 use clap::Parser;
-use streamfleet::cli::{Cli, Command, SchemasCommand};
+use streamfleet::cli::{Cli, Command, SchemasCommand, TopicsCommand};
 use streamfleet::commands;
 use streamfleet_runtime::WorkerError;
 use streamfleet_runtime::config::ConfigError;
@@ -28,6 +28,7 @@ fn main() {
             Command::Schemas(SchemasCommand::Check { dir }) => {
                 commands::schemas::check(dir.as_deref())
             }
+            Command::Topics(TopicsCommand::List { topics }) => commands::topics::list(&topics),
         }
     });
     let code = match result {

@@ -441,3 +441,27 @@ fn the_demo_runs_every_worker_and_accounts_for_every_record() {
         "a live summary was printed: {text}"
     );
 }
+
+#[test]
+fn topics_list_shows_declared_and_derived_topics() {
+    let out = streamfleet(&["topics", "list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        "booking-events:12",
+        "booking-events-retry-1000:12",
+        "booking-events-retry-2000:12",
+        "booking-events-dlt:12",
+        "inventory-events:24",
+        "payment-events:6",
+        "payment-events-dlt:6",
+        "inventory-outcomes:24",
+        "payment-completed:6",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected} missing from {lines:?}"
+        );
+    }
+}

@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod produce;
 pub mod schemas;
+pub mod topics;
 pub mod worker;

@@ -8,6 +8,7 @@
 //! | `k:7:transient`           | always fails transiently                                |
 //! | `k:7:permanent`           | fails permanently                                       |
 //! | `k:7:panic`               | panics                                                  |
+//! | `k:7:while-broken`        | fails permanently while `broken` is set                 |
 //! | not UTF-8 / no `:`        | malformed                                               |
 //!
 //! `delay` slows every record down (to build backlogs). Processing times of attempts are
@@ -43,6 +44,8 @@ pub struct Echo {
     pub delay: Duration,
     /// Every processing, in order.
     pub attempts: Arc<Mutex<Vec<Attempt>>>,
+    /// A dependency that is down: `while-broken` records fail while it is set.
+    pub broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Echo {
@@ -52,6 +55,7 @@ impl Echo {
             output: output.to_owned(),
             delay: Duration::ZERO,
             attempts: Arc::default(),
+            broken: Arc::default(),
         }
     }
 
@@ -121,6 +125,9 @@ impl Processor for Echo {
             Some("permanent") => return Err(ProcessError::Permanent("told to fail".into())),
             Some("transient") => return Err(ProcessError::Transient("told to fail".into())),
             Some("panic") => panic!("told to panic"),
+            Some("while-broken") if self.broken.load(std::sync::atomic::Ordering::SeqCst) => {
+                return Err(ProcessError::Permanent("the dependency is broken".into()));
+            }
             Some(d) if d.starts_with("transient-until:") => {
                 let until: u32 = d["transient-until:".len()..].parse().unwrap_or(u32::MAX);
                 if attempt < until {
@@ -136,5 +143,18 @@ impl Processor for Echo {
             input.key.as_bytes(),
             format!("{}:{}", input.key, input.seq).into_bytes(),
         )]))
+    }
+}
+
+impl Echo {
+    /// Every recorded processing of records whose value starts with `prefix`.
+    pub fn attempts_of(&self, prefix: &str) -> Vec<Attempt> {
+        self.attempts
+            .lock()
+            .expect("attempts")
+            .iter()
+            .filter(|a| a.value.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 }

@@ -169,14 +169,21 @@ impl<P: Processor> Lane<P> {
             if received == 0 {
                 break;
             }
+            // The permit and the state lock are held across a batch, and both are released
+            // before a retry record waits for its due time: the state is shared with the
+            // source partition's lane, which must keep flowing meanwhile.
             let mut permit = None;
-            let mut state = self.state.lock().await;
+            let mut state = None;
             for raw in batch.drain(..) {
                 if stop.is_cancelled() {
                     break 'lane;
                 }
-                if self.is_rung && !self.wait_until_due(&raw, &mut permit).await {
-                    break 'lane;
+                if self.is_rung && !self.due(&raw) {
+                    permit = None;
+                    state = None;
+                    if !self.wait_until_due(&raw).await {
+                        break 'lane;
+                    }
                 }
                 if permit.is_none() {
                     permit = Some(
@@ -188,8 +195,19 @@ impl<P: Processor> Lane<P> {
                             .expect("semaphore never closed"),
                     );
                 }
-                let pending = self.handle(&mut state, raw).await;
-                let Some(pending) = pending else {
+                if state.is_none() {
+                    state = Some(self.state.clone().lock_owned().await);
+                }
+                if let Some(due) = self
+                    .is_rung
+                    .then(|| headers::due_at(&raw.headers))
+                    .flatten()
+                {
+                    let late_ms = (now_ms() - due).max(0);
+                    self.metrics.retry_lateness.observe(late_ms as f64 / 1000.0);
+                }
+                let guard = state.as_mut().expect("locked above");
+                let Some(pending) = self.handle(guard, raw).await else {
                     break 'lane;
                 };
                 if ack_tx.send(pending).await.is_err() {
@@ -201,13 +219,13 @@ impl<P: Processor> Lane<P> {
         let _ = acker.await;
     }
 
-    /// Holds a retry record until it is due. Releases the concurrency permit while waiting.
-    /// Returns false when the lane was stopped meanwhile.
-    async fn wait_until_due(
-        &self,
-        raw: &RawRecord,
-        permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> bool {
+    /// Whether a retry record may be processed now.
+    fn due(&self, raw: &RawRecord) -> bool {
+        headers::due_at(&raw.headers).is_none_or(|due| due <= now_ms())
+    }
+
+    /// Holds a retry record until it is due; false when the lane was stopped meanwhile.
+    async fn wait_until_due(&self, raw: &RawRecord) -> bool {
         let Some(due) = headers::due_at(&raw.headers) else {
             return true;
         };
@@ -216,7 +234,6 @@ impl<P: Processor> Lane<P> {
             if wait <= 0 {
                 return true;
             }
-            permit.take();
             tokio::select! {
                 _ = self.shared.stop.cancelled() => return false,
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}

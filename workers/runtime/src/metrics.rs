@@ -11,7 +11,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Outcome label values of `streamfleet_records_processed_total`.
 pub mod outcome {
@@ -37,6 +40,25 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     consumer_lag_max: IntGaugeVec,
     pauses: IntCounterVec,
+    retry_lateness: HistogramVec,
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -114,6 +136,15 @@ impl Metrics {
                 "Times a partition was paused because its lane's queue was full (backpressure).",
                 &["worker", "topic"],
             ),
+            retry_lateness: histogram(
+                r,
+                "streamfleet_retry_lateness_seconds",
+                "How long after its due time a retry record started processing.",
+                &["worker", "topic"],
+                &[
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
             registry,
         }
     }
@@ -130,6 +161,7 @@ impl Metrics {
         TopicMetrics {
             consumed: self.consumed.with_label_values(&l),
             pauses: self.pauses.with_label_values(&l),
+            retry_lateness: self.retry_lateness.with_label_values(&l),
             success: outcome(outcome::SUCCESS),
             retried: outcome(outcome::RETRIED),
             dead_lettered: outcome(outcome::DEAD_LETTERED),
@@ -167,6 +199,7 @@ impl Metrics {
 pub struct TopicMetrics {
     pub(crate) consumed: IntCounter,
     pub(crate) pauses: IntCounter,
+    pub(crate) retry_lateness: Histogram,
     pub(crate) success: IntCounter,
     pub(crate) retried: IntCounter,
     pub(crate) dead_lettered: IntCounter,

@@ -48,6 +48,77 @@ pub enum Command {
     /// The topics of the topic design (declared and derived).
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Dead-letter topics: inspect them, replay their records.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `streamfleet dlq`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// Summarise a dead-letter topic: counts by error class and message, oldest and newest,
+    /// sample records with their headers.
+    Inspect {
+        /// Cluster.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The dead-letter topic, e.g. booking-events-dlt.
+        #[arg(long)]
+        topic: String,
+        /// Sample records shown per group.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Republish dead letters to their original topics (attempts start again at 1).
+    /// Progress is kept in a consumer group of its own, so an interrupted replay resumes
+    /// without republishing anything twice.
+    Replay(ReplayArgs),
+}
+
+/// `streamfleet dlq replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The dead-letter topic, e.g. payment-events-dlt.
+    #[arg(long)]
+    pub topic: String,
+    /// Only this error class (repeatable): transient, permanent, malformed, retries-exhausted.
+    #[arg(long = "error-class")]
+    pub error_classes: Vec<String>,
+    /// Only records dead-lettered at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or a
+    /// duration ago (2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records dead-lettered before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only records with this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Republish at most this many records (the rest stays for a later run).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Republish at most this many records per second.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Show what would be replayed; publish and commit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Consumer group recording the progress [default: derived from the topic and filters].
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Do not use transactions (for brokers without them): each batch is acknowledged, then
+    /// its progress committed; a crash may repeat the batch in flight.
+    #[arg(long)]
+    pub no_transactions: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `streamfleet topics`.

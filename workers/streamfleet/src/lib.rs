@@ -4,6 +4,7 @@
 pub mod accounting;
 pub mod cli;
 pub mod commands;
+pub mod dlq;
 pub mod fleet;
 pub mod loadgen;
 pub mod signals;

@@ -29,6 +29,7 @@ fn main() {
                 commands::schemas::check(dir.as_deref())
             }
             Command::Topics(TopicsCommand::List { topics }) => commands::topics::list(&topics),
+            Command::Dlq(cmd) => commands::dlq::run(cmd).await,
         }
     });
     let code = match result {

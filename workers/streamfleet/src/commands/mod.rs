@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod dlq;
 pub mod produce;
 pub mod schemas;
 pub mod topics;

@@ -73,6 +73,10 @@ struct TopicRaw {
 #[serde(deny_unknown_fields)]
 struct FileRaw {
     #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    protected: Vec<String>,
+    #[serde(default)]
     defaults: DefaultsRaw,
     topics: Vec<TopicRaw>,
 }
@@ -124,6 +128,34 @@ pub struct TopicSpec {
 pub struct Topology {
     /// Topics in file order, each source followed by its derived topics.
     pub topics: Vec<TopicSpec>,
+    /// Name patterns (`*` wildcards) of the cluster topics this file governs: topics outside
+    /// them are neither reported as missing from the file nor ever deleted. Empty: all.
+    pub scope: Vec<String>,
+    /// Name patterns of topics never deleted, in the file or not.
+    pub protected: Vec<String>,
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first)
+        || !name[first.len()..].ends_with(last)
+        || name.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Default replication factor (production).
@@ -397,7 +429,26 @@ impl Topology {
                 }
             }
         }
-        Ok(Self { topics })
+        Ok(Self {
+            topics,
+            scope: raw.scope,
+            protected: raw.protected,
+        })
+    }
+
+    /// Whether the file governs a cluster topic of this name. Internal topics (a leading
+    /// `_`, like `__consumer_offsets`) never are.
+    pub fn in_scope(&self, name: &str) -> bool {
+        !name.starts_with('_')
+            && (self.scope.is_empty() || self.scope.iter().any(|p| glob_match(p, name)))
+    }
+
+    /// Whether a topic must never be deleted: internal, matching a `protected` pattern, or a
+    /// topic of the file marked `protected` (its derived topics included).
+    pub fn is_protected(&self, name: &str) -> bool {
+        name.starts_with('_')
+            || self.protected.iter().any(|p| glob_match(p, name))
+            || self.get(name).is_some_and(|t| t.protected)
     }
 
     /// The topic with this name.
@@ -515,6 +566,28 @@ topics:
             t.topics.iter().filter(|t| t.name == "orders-dlt").count(),
             1
         );
+    }
+
+    #[test]
+    fn globs_scope_and_protection() {
+        assert!(glob_match("booking-*", "booking-events-dlt"));
+        assert!(glob_match("*-dlt", "booking-events-dlt"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxcyyb"));
+        assert!(!glob_match("booking-*", "payment-events"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert!(!glob_match("ab*ba", "aba"));
+        let text = format!("scope: [\"orders*\"]\nprotected: [\"orders-keep*\"]\n{FILE}");
+        let t = Topology::parse("t.yaml", &text).unwrap();
+        assert!(
+            t.in_scope("orders-legacy")
+                && !t.in_scope("payments")
+                && !t.in_scope("__consumer_offsets")
+        );
+        assert!(t.is_protected("orders-keep-1") && !t.is_protected("orders-legacy"));
+        assert!(t.is_protected("__transaction_state"));
+        let all = Topology::parse("t.yaml", FILE).unwrap();
+        assert!(all.in_scope("anything") && !all.in_scope("_schemas"));
     }
 
     #[test]

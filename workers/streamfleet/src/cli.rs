@@ -124,12 +124,66 @@ pub struct ReplayArgs {
 /// `streamfleet topics`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum TopicsCommand {
+    /// Show what would change on the cluster to match the topics file: creations, partition
+    /// increases, config changes (old → new), topics not in the file.
+    Plan {
+        /// Planning settings.
+        #[command(flatten)]
+        args: ProvisionArgs,
+        /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Apply the plan (asks for confirmation unless --yes), then re-read the cluster and
+    /// show the result. Applying twice changes nothing the second time.
+    Apply {
+        /// Planning settings.
+        #[command(flatten)]
+        args: ProvisionArgs,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The cluster's view of the fleet's topics: partitions, replication, configs, and the
+    /// consumer groups reading them with their lag.
+    Describe {
+        /// Cluster.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Topics file.
+        #[command(flatten)]
+        topics: TopicsArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every topic as `name:partitions`, declared and derived, one per line.
     List {
         /// Topics file.
         #[command(flatten)]
         topics: TopicsArgs,
     },
+}
+
+/// Settings of `topics plan` and `topics apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ProvisionArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topics file.
+    #[command(flatten)]
+    pub topics: TopicsArgs,
+    /// Delete topics in the file's scope that it does not declare (never protected ones).
+    #[arg(long)]
+    pub allow_delete: bool,
+    /// Cap replication factors and min.insync.replicas at the broker count, with a warning,
+    /// so the production file works on a one-broker development cluster.
+    #[arg(long)]
+    pub cap_replication: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Load generator settings.

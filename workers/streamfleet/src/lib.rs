@@ -7,4 +7,5 @@ pub mod commands;
 pub mod dlq;
 pub mod fleet;
 pub mod loadgen;
+pub mod provision;
 pub mod signals;

@@ -7,8 +7,24 @@ use streamfleet_runtime::WorkerError;
 use streamfleet_runtime::config::ConfigError;
 use streamfleet_runtime::telemetry;
 
+/// Restores the default SIGPIPE action, so `streamfleet topics list | head` ends quietly
+/// like any Unix tool instead of panicking on a closed stdout (Rust ignores SIGPIPE). Only
+/// for the short-lived commands that print: a worker keeps SIGPIPE ignored, so a write to a
+/// closed socket (say through OpenSSL) is an error it handles, never a signal that kills it.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; it only sets the
+    // disposition of SIGPIPE back to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_) | Command::Demo(_)) {
+        default_sigpipe();
+    }
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,6 +45,7 @@ fn main() {
                 commands::schemas::check(dir.as_deref())
             }
             Command::Topics(TopicsCommand::List { topics }) => commands::topics::list(&topics),
+            Command::Topics(cmd) => commands::topics::run(cmd).await,
             Command::Dlq(cmd) => commands::dlq::run(cmd).await,
         }
     });

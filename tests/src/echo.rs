@@ -46,6 +46,8 @@ pub struct Echo {
     pub attempts: Arc<Mutex<Vec<Attempt>>>,
     /// A dependency that is down: `while-broken` records fail while it is set.
     pub broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Records of this partition wait (a consumer held back) until it is set to -1.
+    pub hold_partition: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Echo {
@@ -56,6 +58,7 @@ impl Echo {
             delay: Duration::ZERO,
             attempts: Arc::default(),
             broken: Arc::default(),
+            hold_partition: Arc::new(std::sync::atomic::AtomicI32::new(-1)),
         }
     }
 
@@ -119,6 +122,13 @@ impl Processor for Echo {
         });
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        while self
+            .hold_partition
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == record.partition()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let input = &record.value;
         match input.directive.as_deref() {

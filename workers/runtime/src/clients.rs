@@ -21,6 +21,7 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("batch.size", "16384"),
     ("compression.type", "snappy"),
     ("partitioner", "murmur2_random"),
+    ("statistics.interval.ms", "5000"),
 ];
 
 /// Consumer defaults: start from the earliest offset of a new group, no partition-EOF events,

@@ -46,11 +46,14 @@ use crate::health::HealthHandle;
 use crate::lane::{self, LaneContext, LaneHandle};
 use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
+use crate::progress::Progress;
 use crate::record::{RawRecord, TopicPartition};
 
 /// How long `poll` blocks when nothing is paused, and when something is.
 const POLL_IDLE: Duration = Duration::from_millis(100);
 const POLL_PAUSED: Duration = Duration::from_millis(5);
+/// How often the lag gauges are published.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Records of one partition fetched but not yet taken by its lane.
 #[derive(Default)]
@@ -70,6 +73,7 @@ pub(crate) struct FetchContext<P: Processor> {
     stash: Mutex<HashMap<TopicPartition, Stash>>,
     committed: DashMap<TopicPartition, i64>,
     topic_metrics: DashMap<Arc<str>, TopicMetrics>,
+    progress: Progress,
     pub lane_ctx: Arc<LaneContext<P>>,
     pub runtime: tokio::runtime::Handle,
     pub capacity: usize,
@@ -93,6 +97,7 @@ impl<P: Processor> FetchContext<P> {
         health: HealthHandle,
     ) -> Self {
         Self {
+            progress: Progress::new(&worker, &group, metrics.clone()),
             worker,
             group,
             lanes: DashMap::new(),
@@ -124,6 +129,7 @@ impl<P: Processor> FetchContext<P> {
                 continue;
             }
             let metrics = self.topic_metrics(&tp.topic);
+            self.progress.assigned(tp, metrics.end_to_end.clone());
             metrics.assigned.inc();
             self.stats
                 .assigned_partitions
@@ -175,6 +181,7 @@ impl<P: Processor> FetchContext<P> {
                 stash.remove(tp);
                 if let Some((tp, lane)) = self.lanes.remove(tp) {
                     lane.shared.stop.cancel();
+                    self.progress.released(&tp);
                     self.topic_metrics(&tp.topic).assigned.dec();
                     self.stats
                         .assigned_partitions
@@ -210,6 +217,7 @@ impl<P: Processor> FetchContext<P> {
                 if let Some((tp, lane)) = self.lanes.remove(tp) {
                     lane.shared.stop.cancel();
                     lane.task.abort();
+                    self.progress.released(&tp);
                     self.topic_metrics(&tp.topic).assigned.dec();
                     self.stats
                         .assigned_partitions
@@ -259,8 +267,10 @@ impl<P: Processor> FetchContext<P> {
         }
         match consumer.commit(&tpl, mode) {
             Ok(()) if matches!(mode, CommitMode::Sync) => {
-                for (tp, offset) in offsets {
+                let now = crate::lane::now_ms();
+                for (tp, offset) in offsets.iter().filter(|(_, o)| *o >= 0) {
                     self.committed.insert(tp.clone(), *offset);
+                    self.progress.committed(tp, *offset, now);
                 }
             }
             Ok(()) => {}
@@ -291,6 +301,7 @@ impl<P: Processor> FetchContext<P> {
         let tp = raw.topic_partition();
         let mut stashes = self.stash.lock().expect("stash lock");
         if let Some(stash) = stashes.get_mut(&tp) {
+            self.progress.fetched(&tp, raw.offset, raw.timestamp);
             stash.queue.push_back(raw);
             if !stash.paused && stash.queue.len() >= self.capacity {
                 stash.paused = true;
@@ -306,6 +317,7 @@ impl<P: Processor> FetchContext<P> {
                 "record of a partition no longer assigned; left uncommitted for its owner");
             return;
         };
+        self.progress.fetched(&tp, raw.offset, raw.timestamp);
         match lane.tx.try_send(raw) {
             Ok(()) => {}
             Err(TrySendError::Full(raw)) => {
@@ -379,25 +391,55 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
+impl<P: Processor> FetchContext<P> {
+    /// Publishes the lag gauges (called once a second from the fetch loop).
+    fn publish_progress(&self) {
+        let published = self.progress.publish(crate::lane::now_ms(), |tp| {
+            self.lanes
+                .get(tp)
+                .map(|l| l.shared.committable.load(Ordering::Acquire))
+                .filter(|c| *c >= 0)
+        });
+        for topic in self.lane_ctx.router.subscription() {
+            let max = published.max_lag.get(topic.as_str()).copied().unwrap_or(0);
+            self.metrics
+                .set_lag_max(&self.worker, &self.group, &topic, max);
+            if self.lane_ctx.router.is_rung(&topic) {
+                let backlog = published
+                    .topic_lag
+                    .get(topic.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                self.metrics
+                    .set_retry_backlog(&self.worker, &topic, backlog);
+            }
+        }
+        self.stats.lag.store(published.total_lag, Ordering::Relaxed);
+    }
+}
+
 impl<P: Processor> ClientContext for FetchContext<P> {
     fn stats(&self, statistics: Statistics) {
-        let mut total = 0i64;
+        self.metrics
+            .consumer_statistics(&self.worker, statistics.rxmsgs);
         for (name, topic) in &statistics.topics {
-            let mut max = 0i64;
             for (id, p) in &topic.partitions {
-                let assigned = *id >= 0
-                    && self
-                        .lanes
-                        .contains_key(&TopicPartition::new(name.as_str(), *id));
-                if assigned && p.consumer_lag >= 0 {
-                    max = max.max(p.consumer_lag);
-                    total += p.consumer_lag;
+                if *id < 0 {
+                    continue;
+                }
+                // The last stable offset is what a read_committed consumer can reach (it is
+                // the high watermark when no transaction is open).
+                let high = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if high >= 0 {
+                    self.progress
+                        .watermark(&TopicPartition::new(name.as_str(), *id), high);
                 }
             }
-            self.metrics
-                .set_lag_max(&self.worker, &self.group, name, max);
         }
-        self.stats.lag.store(total, Ordering::Relaxed);
     }
 }
 
@@ -427,10 +469,12 @@ impl<P: Processor> ConsumerContext for FetchContext<P> {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
+                let now = crate::lane::now_ms();
                 for e in offsets.elements() {
                     if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
                         let tp = TopicPartition::new(e.topic(), e.partition());
                         if self.lanes.contains_key(&tp) {
+                            self.progress.committed(&tp, o, now);
                             self.committed.insert(tp, o);
                         }
                     }
@@ -497,6 +541,7 @@ pub(crate) fn run<P: Processor>(
     let ctx = consumer.context().clone();
     let mut names = TopicNames::default();
     let mut last_commit = Instant::now();
+    let mut last_publish = Instant::now();
     let mut paused = false;
     while !stop.is_cancelled() {
         match consumer.poll(if paused { POLL_PAUSED } else { POLL_IDLE }) {
@@ -519,6 +564,10 @@ pub(crate) fn run<P: Processor>(
         if last_commit.elapsed() >= commit_interval {
             ctx.commit_all(&consumer, CommitMode::Async);
             last_commit = Instant::now();
+        }
+        if last_publish.elapsed() >= PUBLISH_INTERVAL {
+            ctx.publish_progress();
+            last_publish = Instant::now();
         }
     }
 

@@ -246,6 +246,7 @@ impl<P: Processor> Lane<P> {
     async fn handle(&self, state: &mut P::State, raw: RawRecord) -> Option<Pending> {
         self.metrics.consumed.inc();
         bump(&self.metrics.stats.consumed);
+        let started = std::time::Instant::now();
         let result = match self.ctx.processor.decode(&raw) {
             Err(e) => Err(e),
             Ok(value) => {
@@ -261,6 +262,9 @@ impl<P: Processor> Lane<P> {
                     })
             }
         };
+        self.metrics
+            .processing
+            .observe(started.elapsed().as_secs_f64());
         let (kind, outputs) = match result {
             Ok(Outcome::Emit(outputs)) => (Kind::Success, outputs),
             Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),

@@ -37,6 +37,7 @@ mod lane;
 pub mod metrics;
 pub mod processor;
 pub mod producer;
+mod progress;
 pub mod record;
 pub mod retry;
 pub mod routing;

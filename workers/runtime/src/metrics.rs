@@ -3,7 +3,12 @@
 //! Families are registered once per process in a [`Metrics`]; several workers (the demo runs
 //! three) share it and are told apart by the `worker` label. A lane resolves its label values
 //! once into a [`TopicMetrics`], so the per-record cost is an atomic add. Labels are bounded:
-//! worker, group, topic, partition at the finest; never keys or offsets.
+//! worker, group, topic and partition at the finest; never keys or offsets. Partition series
+//! are removed when the partition is revoked, so a scrape shows what this instance owns.
+//!
+//! Where librdkafka already measures something (records sent and received, batch sizes,
+//! high watermarks), the statistics callback bridges it; everything a record does inside the
+//! worker is counted where it happens.
 //!
 //! [`WorkerStats`] holds plain atomic totals for one worker. The demo's live summary, the
 //! final report and the tests read them; they never reset and never depend on scraping.
@@ -12,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Outcome label values of `streamfleet_records_processed_total`.
@@ -26,7 +31,14 @@ pub mod outcome {
     pub const DEAD_LETTERED: &str = "dead_lettered";
     /// Dropped as an exact replay of a record already applied.
     pub const REPLAY_DROPPED: &str = "replay_dropped";
+    /// Every outcome.
+    pub const ALL: [&str; 4] = [SUCCESS, RETRIED, DEAD_LETTERED, REPLAY_DROPPED];
 }
+
+/// Latency buckets (seconds): 1 ms to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Every metric family of the process.
 #[derive(Clone, Debug)]
@@ -41,6 +53,42 @@ pub struct Metrics {
     consumer_lag_max: IntGaugeVec,
     pauses: IntCounterVec,
     retry_lateness: HistogramVec,
+    partition_lag: IntGaugeVec,
+    partition_lag_seconds: GaugeVec,
+    partition_committed: IntGaugeVec,
+    processing: HistogramVec,
+    end_to_end: HistogramVec,
+    retry_backlog: IntGaugeVec,
+    transactions: IntCounterVec,
+    transaction_duration: HistogramVec,
+    fenced: IntCounterVec,
+    producer_sent: IntCounterVec,
+    producer_batch_size: GaugeVec,
+    consumer_received: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn histogram(
@@ -59,22 +107,6 @@ fn histogram(
         .register(Box::new(h.clone()))
         .expect("unique metric");
     h
-}
-
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
 }
 
 impl Default for Metrics {
@@ -133,7 +165,7 @@ impl Metrics {
             pauses: counter(
                 r,
                 "streamfleet_partition_pauses_total",
-                "Times a partition was paused because its lane's queue was full (backpressure).",
+                "Times a partition was paused because its lane's buffer was full (backpressure).",
                 &["worker", "topic"],
             ),
             retry_lateness: histogram(
@@ -145,6 +177,83 @@ impl Metrics {
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ],
             ),
+            partition_lag: gauge(
+                r,
+                "streamfleet_partition_lag_offsets",
+                "Offset lag of a partition: high watermark (last stable offset under \
+                 read_committed) minus the committed offset.",
+                &["worker", "group", "topic", "partition"],
+            ),
+            partition_lag_seconds: float_gauge(
+                r,
+                "streamfleet_partition_lag_seconds",
+                "Age of the oldest record of the partition not yet processed; 0 when caught up.",
+                &["worker", "group", "topic", "partition"],
+            ),
+            partition_committed: gauge(
+                r,
+                "streamfleet_partition_committed_offset",
+                "Last offset committed for the partition (progress).",
+                &["worker", "group", "topic", "partition"],
+            ),
+            processing: histogram(
+                r,
+                "streamfleet_processing_duration_seconds",
+                "Time to decode and process one record (outputs not yet acknowledged).",
+                &["worker", "topic"],
+                LATENCY_BUCKETS,
+            ),
+            end_to_end: histogram(
+                r,
+                "streamfleet_end_to_end_latency_seconds",
+                "From a record's timestamp to the commit of its offset.",
+                &["worker", "topic"],
+                LATENCY_BUCKETS,
+            ),
+            retry_backlog: gauge(
+                r,
+                "streamfleet_retry_backlog",
+                "Records waiting in a retry rung (its offset lag on this instance).",
+                &["worker", "topic"],
+            ),
+            transactions: counter(
+                r,
+                "streamfleet_transactions_total",
+                "Transactions by result (committed, aborted); exactly-once mode only.",
+                &["worker", "result"],
+            ),
+            transaction_duration: histogram(
+                r,
+                "streamfleet_transaction_duration_seconds",
+                "From the start of a transaction to the end of its commit or abort.",
+                &["worker"],
+                LATENCY_BUCKETS,
+            ),
+            fenced: counter(
+                r,
+                "streamfleet_producer_fenced_total",
+                "Times this worker's transactional producer was fenced by another instance.",
+                &["worker"],
+            ),
+            producer_sent: counter(
+                r,
+                "kafka_producer_record_send_total",
+                "Records the producer sent to brokers (librdkafka txmsgs); rate() is the send rate.",
+                &["worker"],
+            ),
+            producer_batch_size: float_gauge(
+                r,
+                "kafka_producer_batch_size_avg",
+                "Average produced batch size in bytes over the last statistics window, by topic.",
+                &["worker", "topic"],
+            ),
+            consumer_received: counter(
+                r,
+                "kafka_consumer_records_consumed_total",
+                "Records the consumer received from brokers (librdkafka rxmsgs); rate() is the \
+                 consume rate.",
+                &["worker"],
+            ),
             registry,
         }
     }
@@ -154,14 +263,32 @@ impl Metrics {
         &self.registry
     }
 
-    /// Label-resolved counters for one worker and input topic.
+    /// Creates every series of a worker that has a fixed label set, at zero, so rules and
+    /// dashboards find them before the first event.
+    pub fn init_worker(&self, worker: &str) {
+        for kind in ["assigned", "revoked", "lost"] {
+            self.rebalances.with_label_values(&[worker, kind]);
+        }
+        for result in ["committed", "aborted"] {
+            self.transactions.with_label_values(&[worker, result]);
+        }
+        self.transaction_duration.with_label_values(&[worker]);
+        self.fenced.with_label_values(&[worker]);
+        self.producer_sent.with_label_values(&[worker]);
+        self.consumer_received.with_label_values(&[worker]);
+    }
+
+    /// Label-resolved metrics for one worker and input topic (created at zero).
     pub fn topic(&self, worker: &str, topic: &str, stats: Arc<WorkerStats>) -> TopicMetrics {
         let l = [worker, topic];
         let outcome = |o: &str| self.processed.with_label_values(&[worker, topic, o]);
+        self.producer_errors.with_label_values(&l);
         TopicMetrics {
             consumed: self.consumed.with_label_values(&l),
             pauses: self.pauses.with_label_values(&l),
             retry_lateness: self.retry_lateness.with_label_values(&l),
+            processing: self.processing.with_label_values(&l),
+            end_to_end: self.end_to_end.with_label_values(&l),
             success: outcome(outcome::SUCCESS),
             retried: outcome(outcome::RETRIED),
             dead_lettered: outcome(outcome::DEAD_LETTERED),
@@ -169,6 +296,50 @@ impl Metrics {
             assigned: self.assigned.with_label_values(&l),
             stats,
         }
+    }
+
+    /// Per-partition gauges of one partition.
+    pub fn partition(
+        &self,
+        worker: &str,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> PartitionMetrics {
+        let p = partition.to_string();
+        let l = [worker, group, topic, p.as_str()];
+        PartitionMetrics {
+            lag: self.partition_lag.with_label_values(&l),
+            lag_seconds: self.partition_lag_seconds.with_label_values(&l),
+            committed: self.partition_committed.with_label_values(&l),
+        }
+    }
+
+    /// Sets every gauge of one partition (for exporters reading lag from outside a group).
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_partition(
+        &self,
+        worker: &str,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        lag: i64,
+        lag_seconds: f64,
+        committed: i64,
+    ) {
+        let m = self.partition(worker, group, topic, partition);
+        m.lag.set(lag);
+        m.lag_seconds.set(lag_seconds);
+        m.committed.set(committed);
+    }
+
+    /// Removes a partition's series (revoked or lost).
+    pub fn forget_partition(&self, worker: &str, group: &str, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let l = [worker, group, topic, p.as_str()];
+        let _ = self.partition_lag.remove_label_values(&l);
+        let _ = self.partition_lag_seconds.remove_label_values(&l);
+        let _ = self.partition_committed.remove_label_values(&l);
     }
 
     /// Counter of records produced to `topic`.
@@ -192,20 +363,79 @@ impl Metrics {
             .with_label_values(&[worker, group, topic])
             .set(lag);
     }
+
+    /// Sets the backlog of a retry rung.
+    pub fn set_retry_backlog(&self, worker: &str, rung: &str, backlog: i64) {
+        self.retry_backlog
+            .with_label_values(&[worker, rung])
+            .set(backlog);
+    }
+
+    /// Counts a finished transaction and its duration.
+    pub fn transaction(&self, worker: &str, committed: bool, seconds: f64) {
+        let result = if committed { "committed" } else { "aborted" };
+        self.transactions.with_label_values(&[worker, result]).inc();
+        self.transaction_duration
+            .with_label_values(&[worker])
+            .observe(seconds);
+    }
+
+    /// Counts a fenced producer.
+    pub fn fenced(&self, worker: &str) {
+        self.fenced.with_label_values(&[worker]).inc();
+    }
+
+    /// Bridges librdkafka's producer statistics: total records sent (a running total from
+    /// librdkafka, turned into counter increments) and per-topic average batch sizes.
+    pub fn producer_statistics(&self, worker: &str, sent_total: i64, batch_avg: &[(String, f64)]) {
+        advance(&self.producer_sent.with_label_values(&[worker]), sent_total);
+        for (topic, avg) in batch_avg {
+            self.producer_batch_size
+                .with_label_values(&[worker, topic])
+                .set(*avg);
+        }
+    }
+
+    /// Bridges librdkafka's consumer statistics: total records received.
+    pub fn consumer_statistics(&self, worker: &str, received_total: i64) {
+        advance(
+            &self.consumer_received.with_label_values(&[worker]),
+            received_total,
+        );
+    }
 }
 
-/// Counters for one (worker, input topic), resolved once per lane.
+/// Moves a counter up to a running total reported elsewhere (never down).
+fn advance(counter: &IntCounter, total: i64) {
+    let total = total.max(0) as u64;
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// Metrics for one (worker, input topic), resolved once per lane.
 #[derive(Clone, Debug)]
 pub struct TopicMetrics {
     pub(crate) consumed: IntCounter,
     pub(crate) pauses: IntCounter,
     pub(crate) retry_lateness: Histogram,
+    pub(crate) processing: Histogram,
+    pub(crate) end_to_end: Histogram,
     pub(crate) success: IntCounter,
     pub(crate) retried: IntCounter,
     pub(crate) dead_lettered: IntCounter,
     pub(crate) replay_dropped: IntCounter,
     pub(crate) assigned: IntGauge,
     pub(crate) stats: Arc<WorkerStats>,
+}
+
+/// Gauges of one partition.
+#[derive(Clone, Debug)]
+pub struct PartitionMetrics {
+    pub(crate) lag: IntGauge,
+    pub(crate) lag_seconds: Gauge,
+    pub(crate) committed: IntGauge,
 }
 
 /// Exact totals for one worker, for reports and tests.
@@ -225,7 +455,7 @@ pub struct WorkerStats {
     pub produced: AtomicU64,
     /// Failed produce attempts.
     pub produce_errors: AtomicU64,
-    /// Sum of offset lag over assigned partitions (from librdkafka statistics).
+    /// Sum of offset lag over assigned partitions.
     pub lag: AtomicI64,
     /// Partitions currently assigned.
     pub assigned_partitions: AtomicI64,
@@ -279,4 +509,53 @@ impl WorkerStats {
 
 pub(crate) fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder as _;
+
+    #[test]
+    fn running_totals_advance_counters_and_never_move_them_back() {
+        let m = Metrics::default();
+        m.consumer_statistics("w", 10);
+        m.consumer_statistics("w", 25);
+        m.consumer_statistics("w", 5); // a restarted client reports a smaller total
+        assert_eq!(m.consumer_received.with_label_values(&["w"]).get(), 25);
+    }
+
+    #[test]
+    fn revoked_partitions_disappear_from_the_scrape() {
+        let m = Metrics::default();
+        m.partition("w", "g", "t", 3).lag.set(7);
+        let text = |m: &Metrics| {
+            let mut buf = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&m.registry().gather(), &mut buf)
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(text(&m).contains("streamfleet_partition_lag_offsets{group=\"g\",partition=\"3\",topic=\"t\",worker=\"w\"} 7"));
+        m.forget_partition("w", "g", "t", 3);
+        assert!(!text(&m).contains("partition=\"3\""));
+    }
+
+    #[test]
+    fn a_worker_exports_its_fixed_series_before_any_event() {
+        let m = Metrics::default();
+        m.init_worker("w");
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&m.registry().gather(), &mut buf)
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for s in [
+            "streamfleet_transactions_total{result=\"aborted\",worker=\"w\"} 0",
+            "streamfleet_producer_fenced_total{worker=\"w\"} 0",
+            "streamfleet_rebalances_total{kind=\"lost\",worker=\"w\"} 0",
+        ] {
+            assert!(text.contains(s), "{s} missing");
+        }
+    }
 }

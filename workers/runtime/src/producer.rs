@@ -40,9 +40,38 @@ pub struct Delivery {
     future: DeliveryFuture,
 }
 
+/// Bridges the producer's librdkafka statistics into the metrics.
+pub struct ProducerStats {
+    worker: String,
+    metrics: Metrics,
+}
+
+impl ProducerStats {
+    /// Statistics for `worker`'s producer.
+    pub fn new(worker: &str, metrics: Metrics) -> Self {
+        Self {
+            worker: worker.to_owned(),
+            metrics,
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ProducerStats {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let batches: Vec<(String, f64)> = statistics
+            .topics
+            .iter()
+            .filter(|(_, t)| t.batchsize.cnt > 0)
+            .map(|(name, t)| (name.clone(), t.batchsize.avg as f64))
+            .collect();
+        self.metrics
+            .producer_statistics(&self.worker, statistics.txmsgs, &batches);
+    }
+}
+
 /// The shared producer of one worker.
 pub struct OutputProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerStats>,
     worker: String,
     metrics: Metrics,
     stats: Arc<WorkerStats>,
@@ -75,7 +104,7 @@ fn is_rejection(e: &KafkaError) -> bool {
 impl OutputProducer {
     /// Wraps a producer built by [`crate::clients`].
     pub fn new(
-        producer: FutureProducer,
+        producer: FutureProducer<ProducerStats>,
         worker: &str,
         metrics: Metrics,
         stats: Arc<WorkerStats>,
@@ -90,7 +119,7 @@ impl OutputProducer {
     }
 
     /// The underlying producer (flush, fatal-error checks).
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &FutureProducer<ProducerStats> {
         &self.producer
     }
 

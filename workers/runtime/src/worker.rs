@@ -26,7 +26,7 @@ use crate::health::{Health, HealthHandle};
 use crate::lane::{FatalSignal, LaneContext};
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::processor::Processor;
-use crate::producer::OutputProducer;
+use crate::producer::{OutputProducer, ProducerStats};
 use crate::routing::FailureRouter;
 
 /// Why a worker stopped other than by a clean shutdown.
@@ -80,6 +80,7 @@ impl<P: Processor> Worker<P> {
     /// A worker with its metrics in `metrics` and its readiness in `health`.
     pub fn new(config: WorkerConfig, processor: P, metrics: Metrics, health: &Health) -> Self {
         let component = format!("{}/{}", config.worker, config.group_id);
+        metrics.init_worker(&config.worker);
         Self {
             health: health.component(&component),
             config,
@@ -99,7 +100,8 @@ impl<P: Processor> Worker<P> {
         let config = self.config;
         config.validate()?;
         let instance = config.instance_name();
-        let producer: FutureProducer = clients::producer(&config).create()?;
+        let producer: FutureProducer<ProducerStats> = clients::producer(&config)
+            .create_with_context(ProducerStats::new(&config.worker, self.metrics.clone()))?;
         let producer = Arc::new(OutputProducer::new(
             producer,
             &config.worker,

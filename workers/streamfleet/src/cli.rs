@@ -51,6 +51,34 @@ pub enum Command {
     /// Dead-letter topics: inspect them, replay their records.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Export the lag (offsets and seconds) of any consumer group as Prometheus metrics.
+    Lag(LagArgs),
+}
+
+/// `streamfleet lag`.
+#[derive(Debug, Clone, Args)]
+pub struct LagArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Topic to watch (repeatable) [default: every topic of the topics file].
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Topics file.
+    #[command(flatten)]
+    pub topics_file: TopicsArgs,
+    /// Address serving /metrics.
+    #[arg(long, default_value = "0.0.0.0:9308")]
+    pub http_addr: SocketAddr,
+    /// How often to read the lag.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub interval: Duration,
+    /// Read once, print the metrics on stdout, and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `streamfleet dlq`.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod dlq;
 pub mod fleet;
+pub mod lag;
 pub mod loadgen;
 pub mod provision;
 pub mod signals;

@@ -22,7 +22,12 @@ fn default_sigpipe() {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Worker(_) | Command::Demo(_)) {
+    let long_running = match &cli.command {
+        Command::Worker(_) | Command::Demo(_) => true,
+        Command::Lag(args) => !args.once,
+        _ => false,
+    };
+    if !long_running {
         default_sigpipe();
     }
     telemetry::init(cli.log_format);
@@ -47,6 +52,7 @@ fn main() {
             Command::Topics(TopicsCommand::List { topics }) => commands::topics::list(&topics),
             Command::Topics(cmd) => commands::topics::run(cmd).await,
             Command::Dlq(cmd) => commands::dlq::run(cmd).await,
+            Command::Lag(args) => commands::lag::run(args).await,
         }
     });
     let code = match result {

@@ -473,8 +473,21 @@ fn with_detailed_exitcode_every_error_exits_1_never_2() {
         .env_remove("STREAMFLEET_BROKERS")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "2 would mean 'changes pending': {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "2 would mean 'changes pending': {}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--brokers"));
-    let out = Command::new(BIN).args(["topics", "plan"]).env_remove("STREAMFLEET_BROKERS").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "without --detailed-exitcode a configuration error is 2");
+    let out = Command::new(BIN)
+        .args(["topics", "plan"])
+        .env_remove("STREAMFLEET_BROKERS")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without --detailed-exitcode a configuration error is 2"
+    );
 }

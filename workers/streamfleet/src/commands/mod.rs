@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod dlq;
+pub mod lag;
 pub mod produce;
 pub mod schemas;
 pub mod topics;

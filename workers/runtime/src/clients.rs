@@ -99,6 +99,8 @@ pub fn consumer(config: &WorkerConfig) -> ClientConfig {
         ),
         ("enable.auto.commit", "false".to_owned()),
         ("enable.auto.offset.store", "false".to_owned()),
+        // Never read records of aborted or open transactions.
+        ("isolation.level", "read_committed".to_owned()),
         (
             "client.id",
             format!("streamfleet-{}-{}", config.worker, config.instance_name()),
@@ -118,17 +120,23 @@ pub fn consumer(config: &WorkerConfig) -> ClientConfig {
     c
 }
 
-/// The producer config of a worker.
+/// The producer config of a worker (transactional under exactly-once).
 pub fn producer(config: &WorkerConfig) -> ClientConfig {
+    let mut fixed = vec![(
+        "client.id",
+        format!("streamfleet-{}-{}", config.worker, config.instance_name()),
+    )];
+    if config.guarantee == crate::config::ProcessingGuarantee::ExactlyOnce
+        && let Some(id) = config.transactional_id()
+    {
+        fixed.push(("transactional.id", id));
+    }
     let c = build(
         &config.brokers,
         PRODUCER_DEFAULTS,
         &config.kafka,
         ClientScope::Producer,
-        &[(
-            "client.id",
-            format!("streamfleet-{}-{}", config.worker, config.instance_name()),
-        )],
+        &fixed,
     );
     tracing::debug!(worker = %config.worker, properties = ?describe(&c), "producer config");
     c

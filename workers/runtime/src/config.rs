@@ -191,6 +191,28 @@ impl AssignmentStrategy {
     }
 }
 
+/// How a worker turns consumed records into committed progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+pub enum ProcessingGuarantee {
+    /// Offsets are committed after every output of a record is acknowledged; a crash can
+    /// produce a record's outputs again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, retry and dead-letter records, state changes and consumed offsets commit in
+    /// one Kafka transaction (read_committed consumers see each output exactly once).
+    ExactlyOnce,
+}
+
+impl ProcessingGuarantee {
+    /// The default commit interval: 1 s at least once, 100 ms exactly once (as Kafka Streams).
+    pub const fn default_commit_interval(self) -> Duration {
+        match self {
+            ProcessingGuarantee::AtLeastOnce => Duration::from_secs(1),
+            ProcessingGuarantee::ExactlyOnce => Duration::from_millis(100),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -258,9 +280,22 @@ pub struct WorkerArgs {
     /// Partitions processed at the same time, at most.
     #[arg(long, env = "STREAMFLEET_MAX_CONCURRENCY", default_value_t = WorkerConfig::DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
-    /// How often acknowledged offsets are committed.
-    #[arg(long, env = "STREAMFLEET_COMMIT_INTERVAL", value_parser = parse_duration, default_value = "1s")]
-    pub commit_interval: Duration,
+    /// Delivery guarantee: at-least-once, or exactly-once (Kafka transactions).
+    #[arg(long, env = "STREAMFLEET_PROCESSING_GUARANTEE", value_enum, default_value_t = ProcessingGuarantee::AtLeastOnce)]
+    pub processing_guarantee: ProcessingGuarantee,
+    /// How often progress is committed [default: 1s; 100ms with exactly-once].
+    #[arg(long, env = "STREAMFLEET_COMMIT_INTERVAL", value_parser = parse_duration)]
+    pub commit_interval: Option<Duration>,
+    /// Exactly-once: also commit once a transaction holds this many records.
+    #[arg(long, env = "STREAMFLEET_COMMIT_RECORDS", default_value_t = WorkerConfig::DEFAULT_COMMIT_RECORDS)]
+    pub commit_records: u64,
+    /// Testing only (exactly-once): abort this share of transactions on purpose, 0 to 1.
+    #[arg(
+        long,
+        env = "STREAMFLEET_FAULT_ABORT_PROBABILITY",
+        default_value_t = 0.0
+    )]
+    pub fault_abort_probability: f64,
     /// Longest graceful shutdown (finish in-flight records, flush, commit, leave the group).
     #[arg(long, env = "STREAMFLEET_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub shutdown_timeout: Duration,
@@ -293,8 +328,16 @@ pub struct WorkerConfig {
     pub lane_capacity: usize,
     /// Concurrently processed partitions.
     pub max_concurrency: usize,
+    /// Delivery guarantee.
+    pub guarantee: ProcessingGuarantee,
     /// Commit period.
     pub commit_interval: Duration,
+    /// Exactly-once: commit once a transaction holds this many records.
+    pub commit_records: u64,
+    /// Testing: share of transactions aborted on purpose.
+    pub fault_abort_probability: f64,
+    /// Changelog topic of each source topic with durable state (exactly-once only).
+    pub changelogs: std::collections::HashMap<String, String>,
     /// Shutdown deadline.
     pub shutdown_timeout: Duration,
     /// Longest wait for revoked partitions to finish their in-flight records.
@@ -310,6 +353,8 @@ impl WorkerConfig {
     pub const DEFAULT_LANE_CAPACITY: usize = 1000;
     /// Default concurrency bound.
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+    /// Default records per transaction before an early commit.
+    pub const DEFAULT_COMMIT_RECORDS: u64 = 10_000;
 
     /// A configuration with defaults for everything but the essentials.
     pub fn new(
@@ -326,7 +371,11 @@ impl WorkerConfig {
             assignment_strategy: AssignmentStrategy::CooperativeSticky,
             lane_capacity: Self::DEFAULT_LANE_CAPACITY,
             max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
-            commit_interval: Duration::from_secs(1),
+            guarantee: ProcessingGuarantee::AtLeastOnce,
+            commit_interval: ProcessingGuarantee::AtLeastOnce.default_commit_interval(),
+            commit_records: Self::DEFAULT_COMMIT_RECORDS,
+            fault_abort_probability: 0.0,
+            changelogs: std::collections::HashMap::new(),
             shutdown_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             kafka: Vec::new(),
@@ -354,7 +403,12 @@ impl WorkerConfig {
         config.assignment_strategy = args.assignment_strategy;
         config.lane_capacity = args.lane_capacity;
         config.max_concurrency = args.max_concurrency;
-        config.commit_interval = args.commit_interval;
+        config.guarantee = args.processing_guarantee;
+        config.commit_interval = args
+            .commit_interval
+            .unwrap_or(args.processing_guarantee.default_commit_interval());
+        config.commit_records = args.commit_records;
+        config.fault_abort_probability = args.fault_abort_probability;
         config.shutdown_timeout = args.shutdown_timeout;
         config.kafka = kafka.all_properties()?;
         config.validate()?;
@@ -397,6 +451,43 @@ impl WorkerConfig {
                 "must be greater than zero",
             ));
         }
+        if self.commit_records == 0 {
+            return Err(ConfigError::invalid(
+                "--commit-records",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.fault_abort_probability) {
+            return Err(ConfigError::invalid(
+                "--fault-abort-probability",
+                "must be between 0 and 1",
+            ));
+        }
+        if self.guarantee == ProcessingGuarantee::ExactlyOnce {
+            if self.stable_instance().is_none() {
+                return Err(ConfigError::invalid(
+                    "--instance-id",
+                    "exactly-once needs an instance id that survives restarts (--instance-id, or \
+                     HOSTNAME as in a StatefulSet): the transactional id is derived from it so a \
+                     restarted instance aborts what its predecessor left open",
+                ));
+            }
+            if let Some(p) = self
+                .kafka
+                .iter()
+                .find(|p| p.key == "enable.idempotence" && p.value != "true")
+            {
+                return Err(ConfigError::Kafka {
+                    property: p.key.clone(),
+                    message: "exactly-once needs the idempotent producer".into(),
+                });
+            }
+        } else if self.fault_abort_probability > 0.0 {
+            return Err(ConfigError::invalid(
+                "--fault-abort-probability",
+                "only applies to exactly-once",
+            ));
+        }
         if self.sources.is_empty() {
             return Err(ConfigError::invalid(
                 "--input-topic",
@@ -409,6 +500,21 @@ impl WorkerConfig {
             })?;
         }
         crate::clients::validate_properties(&self.kafka)
+    }
+
+    /// An instance id that survives a restart: `--instance-id`, else `HOSTNAME`.
+    pub fn stable_instance(&self) -> Option<String> {
+        self.instance_id.clone().or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+        })
+    }
+
+    /// The transactional id of this instance (exactly-once): `<group>.<instance>`.
+    pub fn transactional_id(&self) -> Option<String> {
+        self.stable_instance()
+            .map(|i| format!("{}.{i}", self.group_id))
     }
 
     /// The instance name used in headers and `client.id`: the static id, or host and pid.
@@ -481,6 +587,34 @@ mod tests {
         assert_eq!(
             (props[1].key.as_str(), props[1].value.as_str()),
             ("sasl.password", "s3cret")
+        );
+    }
+
+    #[test]
+    fn exactly_once_needs_a_stable_instance_and_defaults_to_fast_commits() {
+        let mut c = WorkerConfig::new("w", "b:9092", vec![("t".into(), Default::default())]);
+        c.guarantee = ProcessingGuarantee::ExactlyOnce;
+        c.instance_id = Some("pod-0".into());
+        assert!(c.validate().is_ok());
+        assert_eq!(c.transactional_id().as_deref(), Some("streamfleet-w.pod-0"));
+        c.kafka = vec![KafkaProperty::parse("producer.enable.idempotence=false").unwrap()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("enable.idempotence")
+        );
+        assert_eq!(
+            ProcessingGuarantee::ExactlyOnce.default_commit_interval(),
+            Duration::from_millis(100)
+        );
+        let mut alo = WorkerConfig::new("w", "b:9092", vec![("t".into(), Default::default())]);
+        alo.fault_abort_probability = 0.5;
+        assert!(
+            alo.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--fault-abort-probability")
         );
     }
 

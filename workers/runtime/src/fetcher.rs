@@ -48,6 +48,8 @@ use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
 use crate::progress::Progress;
 use crate::record::{RawRecord, TopicPartition};
+use crate::state::StateSlot;
+use crate::transactions::Finished;
 
 /// How long `poll` blocks when nothing is paused, and when something is.
 const POLL_IDLE: Duration = Duration::from_millis(100);
@@ -69,7 +71,9 @@ pub(crate) struct FetchContext<P: Processor> {
     pub lanes: DashMap<TopicPartition, LaneHandle>,
     /// Per-partition state, keyed by source partition; dropped when the last lane using it
     /// is revoked or lost.
-    states: DashMap<TopicPartition, Arc<tokio::sync::Mutex<P::State>>>,
+    states: DashMap<TopicPartition, Arc<StateSlot<P::State>>>,
+    /// First offset handed to each lane: where to rewind a partition with no commit yet.
+    first_offsets: DashMap<TopicPartition, i64>,
     stash: Mutex<HashMap<TopicPartition, Stash>>,
     committed: DashMap<TopicPartition, i64>,
     topic_metrics: DashMap<Arc<str>, TopicMetrics>,
@@ -102,6 +106,7 @@ impl<P: Processor> FetchContext<P> {
             group,
             lanes: DashMap::new(),
             states: DashMap::new(),
+            first_offsets: DashMap::new(),
             stash: Mutex::new(HashMap::new()),
             committed: DashMap::new(),
             topic_metrics: DashMap::new(),
@@ -135,11 +140,11 @@ impl<P: Processor> FetchContext<P> {
                 .assigned_partitions
                 .fetch_add(1, Ordering::Relaxed);
             let source = self.source_partition(tp);
-            let state = self.states.entry(source).or_default().clone();
+            let slot = self.states.entry(source).or_default().clone();
             let lane = lane::spawn(
                 self.lane_ctx.clone(),
                 tp.clone(),
-                state,
+                slot,
                 metrics,
                 &self.runtime,
             );
@@ -171,30 +176,40 @@ impl<P: Processor> FetchContext<P> {
         }
     }
 
-    /// Stops the lanes of `tps`, waits (up to `deadline`) for their in-flight records, and
-    /// returns them with their final committable offsets.
-    fn stop_lanes(&self, tps: &[TopicPartition], deadline: Instant) -> Vec<(TopicPartition, i64)> {
-        let mut stopped = Vec::new();
-        {
-            let mut stash = self.stash.lock().expect("stash lock");
-            for tp in tps {
-                stash.remove(tp);
-                if let Some((tp, lane)) = self.lanes.remove(tp) {
-                    lane.shared.stop.cancel();
-                    self.progress.released(&tp);
-                    self.topic_metrics(&tp.topic).assigned.dec();
-                    self.stats
-                        .assigned_partitions
-                        .fetch_sub(1, Ordering::Relaxed);
-                    stopped.push((tp, lane));
-                }
+    /// Removes the lanes of `tps` from the table and tells them to stop; drops their stashes.
+    fn take_lanes(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, LaneHandle)> {
+        let mut stash = self.stash.lock().expect("stash lock");
+        let mut taken = Vec::new();
+        for tp in tps {
+            stash.remove(tp);
+            if let Some((tp, lane)) = self.lanes.remove(tp) {
+                lane.shared.stop.cancel();
+                self.topic_metrics(&tp.topic).assigned.dec();
+                self.stats
+                    .assigned_partitions
+                    .fetch_sub(1, Ordering::Relaxed);
+                taken.push((tp, lane));
             }
         }
+        taken
+    }
+
+    /// Forgets everything about partitions no longer owned (after their last commit).
+    fn forget(&self, tps: &[TopicPartition]) {
+        for tp in tps {
+            self.progress.released(tp);
+            self.committed.remove(tp);
+            self.first_offsets.remove(tp);
+        }
+    }
+
+    /// Stops the lanes of `tps`, waits (up to `deadline`) for their in-flight records, and
+    /// returns their final committable offsets.
+    fn stop_lanes(&self, tps: &[TopicPartition], deadline: Instant) -> Vec<(TopicPartition, i64)> {
         let runtime = self.runtime.clone();
-        let mut finished = Vec::with_capacity(stopped.len());
-        for (tp, lane) in stopped {
+        let mut finished = Vec::new();
+        for (tp, lane) in self.take_lanes(tps) {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let shared = lane.shared.clone();
             let mut task = lane.task;
             let done = runtime
                 .block_on(async { tokio::time::timeout(remaining, &mut task).await.is_ok() });
@@ -203,27 +218,27 @@ impl<P: Processor> FetchContext<P> {
                     "lane did not finish in time; committing what was acknowledged");
                 task.abort();
             }
-            finished.push((tp, shared.committable.load(Ordering::Acquire)));
+            finished.push((tp, lane.shared.committable.load(Ordering::Acquire)));
         }
         finished
     }
 
+    /// Stops and drops the lanes of `tps` without committing; returns their tasks.
+    fn drop_lanes(&self, tps: &[TopicPartition]) -> Vec<tokio::task::JoinHandle<()>> {
+        let tasks = self
+            .take_lanes(tps)
+            .into_iter()
+            .map(|(_, lane)| lane.task)
+            .collect();
+        self.forget(tps);
+        tasks
+    }
+
     fn release(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let tps = partitions(tpl);
-        let lost = consumer.assignment_lost();
-        if lost {
-            for tp in &tps {
-                self.stash.lock().expect("stash lock").remove(tp);
-                if let Some((tp, lane)) = self.lanes.remove(tp) {
-                    lane.shared.stop.cancel();
-                    lane.task.abort();
-                    self.progress.released(&tp);
-                    self.topic_metrics(&tp.topic).assigned.dec();
-                    self.stats
-                        .assigned_partitions
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
-                self.committed.remove(tp);
+        if consumer.assignment_lost() {
+            for task in self.drop_lanes(&tps) {
+                task.abort();
             }
             self.drop_unused_states(&tps);
             events::Rebalanced {
@@ -232,13 +247,19 @@ impl<P: Processor> FetchContext<P> {
                 partitions: &tps,
             }
             .emit(&self.metrics);
+            if self.lane_ctx.txns.is_some() {
+                // The open transaction holds work of partitions another member owns now.
+                self.abort_transaction(consumer, "partitions lost");
+            }
             return;
         }
         let finished = self.stop_lanes(&tps, Instant::now() + self.revoke_timeout);
-        self.commit_offsets(consumer, &finished, CommitMode::Sync);
-        for tp in &tps {
-            self.committed.remove(tp);
+        if self.lane_ctx.txns.is_some() {
+            self.commit_transaction(consumer, &finished);
+        } else {
+            self.commit_offsets(consumer, &finished, CommitMode::Sync);
         }
+        self.forget(&tps);
         self.drop_unused_states(&tps);
         events::Rebalanced {
             worker: &self.worker,
@@ -246,6 +267,118 @@ impl<P: Processor> FetchContext<P> {
             partitions: &tps,
         }
         .emit(&self.metrics);
+    }
+
+    /// Exactly once: commits the open transaction with every lane's committable offset and
+    /// the `extra` offsets of lanes just stopped. An abort rewinds every partition.
+    pub fn commit_transaction(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        extra: &[(TopicPartition, i64)],
+    ) {
+        let txns = self.lane_ctx.txns.clone().expect("exactly-once");
+        let gate = self.runtime.block_on(txns.gate.write());
+        let mut offsets: Vec<(TopicPartition, i64)> = self
+            .lanes
+            .iter()
+            .map(|l| {
+                (
+                    l.key().clone(),
+                    l.shared.committable.load(Ordering::Acquire),
+                )
+            })
+            .chain(extra.iter().cloned())
+            .filter(|(tp, o)| *o >= 0 && self.committed.get(tp).is_none_or(|c| *c < *o))
+            .collect();
+        offsets.sort();
+        offsets.dedup();
+        let mut tpl = TopicPartitionList::new();
+        for (tp, o) in &offsets {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o));
+        }
+        match txns.commit(consumer, &tpl) {
+            Ok(Finished::Committed) => {
+                let now = crate::lane::now_ms();
+                for (tp, o) in offsets {
+                    self.progress.committed(&tp, o, now);
+                    self.committed.insert(tp, o);
+                }
+            }
+            Ok(Finished::Empty) => {}
+            Ok(Finished::Aborted(reason)) => self.rewind(consumer, &reason),
+            Err(fatal) => self.lane_ctx.fatal.raise(fatal.0),
+        }
+        drop(gate);
+    }
+
+    fn abort_transaction(&self, consumer: &BaseConsumer<Self>, reason: &str) {
+        let txns = self.lane_ctx.txns.clone().expect("exactly-once");
+        let gate = self.runtime.block_on(txns.gate.write());
+        match txns.abort(reason) {
+            Ok(_) => self.rewind(consumer, reason),
+            Err(fatal) => self.lane_ctx.fatal.raise(fatal.0),
+        }
+        drop(gate);
+    }
+
+    /// After an abort (the caller holds the write gate, so no lane is inside a record):
+    /// stops every lane, drops its uncommitted state, seeks its partition back to the last
+    /// committed offset, and starts it again (restoring durable state from its changelog).
+    fn rewind(&self, consumer: &BaseConsumer<Self>, reason: &str) {
+        let tps: Vec<TopicPartition> = self.lanes.iter().map(|l| l.key().clone()).collect();
+        let targets: Vec<(TopicPartition, Option<i64>)> = tps
+            .iter()
+            .map(|tp| {
+                let target = self
+                    .committed
+                    .get(tp)
+                    .map(|c| *c)
+                    .or_else(|| self.first_offsets.get(tp).map(|f| *f));
+                (tp.clone(), target)
+            })
+            .collect();
+        let paused: Vec<TopicPartition> = {
+            let stash = self.stash.lock().expect("stash lock");
+            tps.iter()
+                .filter(|tp| stash.get(*tp).is_some_and(|s| s.paused))
+                .cloned()
+                .collect()
+        };
+        let tasks = self.drop_lanes(&tps);
+        let runtime = self.runtime.clone();
+        runtime.block_on(async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        for tp in &tps {
+            self.states.remove(&self.source_partition(tp));
+        }
+        for (tp, target) in &targets {
+            if let Some(offset) = target
+                && let Err(e) = consumer.seek(
+                    &tp.topic,
+                    tp.partition,
+                    Offset::Offset(*offset),
+                    Duration::from_secs(10),
+                )
+            {
+                self.lane_ctx.fatal.raise(format!(
+                    "cannot rewind {tp} to {offset} after an abort: {e}"
+                ));
+                return;
+            }
+        }
+        for tp in &paused {
+            pause(consumer, tp, false);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &tps {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        self.assign(&tpl);
+        tracing::warn!(worker = %self.worker, partitions = %events::summarize(&tps), %reason,
+            "transaction aborted: partitions rewound to their last committed offsets");
     }
 
     /// Commits the given offsets that are ahead of what is committed.
@@ -318,6 +451,7 @@ impl<P: Processor> FetchContext<P> {
             return;
         };
         self.progress.fetched(&tp, raw.offset, raw.timestamp);
+        self.first_offsets.entry(tp.clone()).or_insert(raw.offset);
         match lane.tx.try_send(raw) {
             Ok(()) => {}
             Err(TrySendError::Full(raw)) => {
@@ -536,6 +670,7 @@ pub(crate) fn run<P: Processor>(
     consumer: BaseConsumer<FetchContext<P>>,
     stop: tokio_util::sync::CancellationToken,
     commit_interval: Duration,
+    commit_records: u64,
     shutdown_timeout: Duration,
 ) -> bool {
     let ctx = consumer.context().clone();
@@ -544,7 +679,12 @@ pub(crate) fn run<P: Processor>(
     let mut last_publish = Instant::now();
     let mut paused = false;
     while !stop.is_cancelled() {
-        match consumer.poll(if paused { POLL_PAUSED } else { POLL_IDLE }) {
+        let idle = if ctx.lane_ctx.txns.is_some() {
+            POLL_IDLE.min(commit_interval)
+        } else {
+            POLL_IDLE
+        };
+        match consumer.poll(if paused { POLL_PAUSED } else { idle }) {
             Some(Ok(m)) => {
                 let raw = raw_record(&mut names, &m);
                 ctx.dispatch(&consumer, raw);
@@ -561,9 +701,18 @@ pub(crate) fn run<P: Processor>(
             None => {}
         }
         paused = ctx.drain_stashes(&consumer);
-        if last_commit.elapsed() >= commit_interval {
-            ctx.commit_all(&consumer, CommitMode::Async);
-            last_commit = Instant::now();
+        match &ctx.lane_ctx.txns {
+            Some(txns) => {
+                if txns.due(commit_interval, commit_records) {
+                    ctx.commit_transaction(&consumer, &[]);
+                }
+            }
+            None => {
+                if last_commit.elapsed() >= commit_interval {
+                    ctx.commit_all(&consumer, CommitMode::Async);
+                    last_commit = Instant::now();
+                }
+            }
         }
         if last_publish.elapsed() >= PUBLISH_INTERVAL {
             ctx.publish_progress();
@@ -581,7 +730,12 @@ pub(crate) fn run<P: Processor>(
         .producer
         .flush(deadline.saturating_duration_since(Instant::now()))
         .is_ok();
-    ctx.commit_offsets(&consumer, &finished, CommitMode::Sync);
+    if ctx.lane_ctx.txns.is_some() {
+        ctx.commit_transaction(&consumer, &finished);
+    } else {
+        ctx.commit_offsets(&consumer, &finished, CommitMode::Sync);
+    }
+    ctx.forget(&tps);
     drop(consumer);
     let in_time = Instant::now() <= deadline && flushed;
     tracing::info!(worker = %ctx.worker, lanes = lanes_in_flight, in_time, "consumer closed");

@@ -8,10 +8,16 @@
 //!                                             enqueue outputs
 //! ```
 //!
-//! The lane task never waits for the broker: it enqueues a record's outputs and moves on, and
-//! the ack task awaits the deliveries in offset order, so `committable` only ever covers
-//! records whose every output (or retry/dead-letter record) is acknowledged. The fetcher
-//! commits `committable`; nothing else does.
+//! At least once, the lane task never waits for the broker: it enqueues a record's outputs and
+//! moves on, and the ack task awaits the deliveries in offset order, so `committable` only ever
+//! covers records whose every output (or retry/dead-letter record) is acknowledged. The
+//! fetcher commits `committable`; nothing else does.
+//!
+//! Exactly once, the lane holds the transaction gate (shared) while it processes a record and
+//! enqueues what it produces, including the state changes of a durable state, then marks the
+//! offset committable at once: the commit of the transaction delivers the outputs and commits
+//! the offsets together (see [`crate::transactions`]). The ack task only counts deliveries.
+//! Before its first record the lane waits until its partition's state is restored.
 //!
 //! A lane on a retry rung holds each record until its due time before processing it; while it
 //! waits its queue fills and the fetcher pauses the partition.
@@ -37,6 +43,8 @@ use crate::processor::{Outcome, ProcessError, Processor};
 use crate::producer::{Delivery, OutputProducer, ProduceError};
 use crate::record::{OutputRecord, RawRecord, Record, TopicPartition};
 use crate::routing::{FailureRouter, Route};
+use crate::state::{RestoreSource, StateSlot};
+use crate::transactions::Transactions;
 
 /// Records a lane takes from its queue at once (one concurrency permit per batch), and the
 /// queue's size: the partition's buffer beyond it is the fetcher's stash.
@@ -88,13 +96,28 @@ pub(crate) struct LaneContext<P: Processor> {
     pub router: FailureRouter,
     pub concurrency: Arc<Semaphore>,
     pub fatal: FatalSignal,
+    /// Exactly-once: the transaction and its gate.
+    pub txns: Option<Arc<Transactions>>,
+    /// Exactly-once with durable state: where each source topic's changelog is.
+    pub changelogs: Option<ChangelogTopics>,
+    pub worker: String,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Changelog topics of the sources, and how to reach them.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangelogTopics {
+    pub brokers: String,
+    pub props: Vec<crate::config::KafkaProperty>,
+    pub topics: std::collections::HashMap<String, String>,
 }
 
 /// The fetcher's view of a lane.
 pub(crate) struct LaneShared {
     pub stop: CancellationToken,
     /// Next offset to commit: one past the last record whose outputs are all acknowledged
-    /// (and all before it). `-1` until the first record completes.
+    /// (exactly once: enqueued in the open transaction), and all before it. `-1` until the
+    /// first record completes.
     pub committable: AtomicI64,
 }
 
@@ -121,7 +144,7 @@ struct Pending {
 pub(crate) fn spawn<P: Processor>(
     ctx: Arc<LaneContext<P>>,
     tp: TopicPartition,
-    state: Arc<Mutex<P::State>>,
+    slot: Arc<StateSlot<P::State>>,
     metrics: TopicMetrics,
     runtime: &tokio::runtime::Handle,
 ) -> LaneHandle {
@@ -132,9 +155,11 @@ pub(crate) fn spawn<P: Processor>(
     });
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
+        source: TopicPartition::new(ctx.router.source_of(&tp.topic), tp.partition),
         ctx,
         shared: shared.clone(),
-        state,
+        state: slot.state.clone(),
+        slot,
         metrics,
     };
     let task = runtime.spawn(lane.run(rx));
@@ -145,12 +170,18 @@ struct Lane<P: Processor> {
     ctx: Arc<LaneContext<P>>,
     shared: Arc<LaneShared>,
     state: Arc<Mutex<P::State>>,
+    slot: Arc<StateSlot<P::State>>,
     metrics: TopicMetrics,
     is_rung: bool,
+    /// The source partition (this partition, or the one whose rung it is).
+    source: TopicPartition,
 }
 
 impl<P: Processor> Lane<P> {
     async fn run(self, mut rx: mpsc::Receiver<RawRecord>) {
+        if !self.restore().await {
+            return;
+        }
         let (ack_tx, ack_rx) = mpsc::channel(MAX_UNACKED);
         let acker = tokio::spawn(ack_loop(
             ack_rx,
@@ -207,9 +238,24 @@ impl<P: Processor> Lane<P> {
                     self.metrics.retry_lateness.observe(late_ms as f64 / 1000.0);
                 }
                 let guard = state.as_mut().expect("locked above");
+                // Exactly once: no commit cuts through a record (see crate::transactions).
+                let gate = match &self.ctx.txns {
+                    Some(txns) => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break 'lane,
+                        g = txns.gate.read() => Some(g),
+                    },
+                    None => None,
+                };
+                let offset = raw.offset;
                 let Some(pending) = self.handle(guard, raw).await else {
                     break 'lane;
                 };
+                if let Some(txns) = &self.ctx.txns {
+                    self.shared.committable.store(offset + 1, Ordering::Release);
+                    txns.note_record();
+                }
+                drop(gate);
                 if ack_tx.send(pending).await.is_err() {
                     break 'lane;
                 }
@@ -217,6 +263,64 @@ impl<P: Processor> Lane<P> {
         }
         drop(ack_tx);
         let _ = acker.await;
+    }
+
+    /// Exactly once with a durable state: restores the partition's state from its changelog
+    /// once (the first lane of the source partition does it; the others wait). False when
+    /// the restore failed (the worker is stopping) or the lane was stopped meanwhile.
+    async fn restore(&self) -> bool {
+        let Some(changelogs) = self.ctx.changelogs.as_ref() else {
+            return true;
+        };
+        let Some(topic) = changelogs.topics.get(&*self.source.topic).cloned() else {
+            return true;
+        };
+        let source = RestoreSource {
+            brokers: changelogs.brokers.clone(),
+            props: changelogs.props.clone(),
+            topic,
+            partition: self.source.partition,
+        };
+        let restore = async {
+            let (processor, state) = (self.ctx.processor.clone(), self.state.clone());
+            let (worker, metrics) = (self.ctx.worker.clone(), self.ctx.metrics.clone());
+            let restoring = metrics.restoring(&worker);
+            restoring.inc();
+            let started = std::time::Instant::now();
+            let counter = metrics.restored(&worker, &source.topic);
+            let from = source.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let changelog = processor
+                    .changelog()
+                    .ok_or("the processor has no changelog")?;
+                let mut state = state.blocking_lock();
+                crate::state::read_changelog(&from, |key, value| {
+                    counter.inc();
+                    changelog.restore(&mut state, key, value)
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
+            restoring.dec();
+            match result {
+                Ok(entries) => {
+                    tracing::info!(worker = %worker, partition = %self.source, changelog = %source.topic,
+                        entries, millis = started.elapsed().as_millis() as u64, "state restored");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        tokio::select! {
+            _ = self.shared.stop.cancelled() => false,
+            r = self.slot.restored.get_or_try_init(|| restore) => match r {
+                Ok(()) => true,
+                Err(e) => {
+                    self.ctx.fatal.raise(format!("cannot restore the state of {}: {e}", self.source));
+                    false
+                }
+            },
+        }
     }
 
     /// Whether a retry record may be processed now.
@@ -239,6 +343,42 @@ impl<P: Processor> Lane<P> {
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }
         }
+    }
+
+    /// Exactly once: the open transaction failed under this lane. The lane ends (its
+    /// partition is rewound and restarted by the abort); the record is processed again.
+    fn transaction_failed(&self, reason: &str) {
+        tracing::warn!(partition = %self.source, %reason, "the transaction failed; waiting for the abort");
+        if let Some(txns) = &self.ctx.txns {
+            txns.request_abort();
+        }
+    }
+
+    /// The state changes of the last record as changelog records (exactly once with a durable
+    /// state); drained and dropped otherwise, state being in memory only.
+    fn state_changes(&self, state: &mut P::State) -> Vec<OutputRecord> {
+        let Some(changelog) = self.ctx.processor.changelog() else {
+            return Vec::new();
+        };
+        let changes = changelog.drain(state);
+        let topic = self
+            .ctx
+            .changelogs
+            .as_ref()
+            .and_then(|c| c.topics.get(&*self.source.topic));
+        let Some(topic) = topic else {
+            return Vec::new();
+        };
+        changes
+            .into_iter()
+            .map(|(key, value)| OutputRecord {
+                topic: topic.clone(),
+                key: Some(key),
+                value,
+                headers: Vec::new(),
+                partition: Some(self.source.partition),
+            })
+            .collect()
     }
 
     /// Decodes, processes and routes one record, and enqueues what it produces. `None` when
@@ -265,8 +405,12 @@ impl<P: Processor> Lane<P> {
         self.metrics
             .processing
             .observe(started.elapsed().as_secs_f64());
+        let changes = self.state_changes(state);
         let (kind, outputs) = match result {
-            Ok(Outcome::Emit(outputs)) => (Kind::Success, outputs),
+            Ok(Outcome::Emit(mut outputs)) => {
+                outputs.extend(changes);
+                (Kind::Success, outputs)
+            }
             Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),
             Err(error) => {
                 let routed = self.ctx.router.route(&raw, &error, now_ms());
@@ -304,6 +448,10 @@ impl<P: Processor> Lane<P> {
                                 sent,
                             })
                         }
+                        Err(ProduceError::TransactionFailed(reason)) => {
+                            self.transaction_failed(&reason);
+                            None
+                        }
                         Err(e) => {
                             self.ctx.fatal.raise(format!(
                                 "cannot dead-letter {}: {e}",
@@ -316,6 +464,10 @@ impl<P: Processor> Lane<P> {
                 Err(ProduceError::Stopped) => return None,
                 Err(ProduceError::Fatal(reason)) => {
                     self.ctx.fatal.raise(reason);
+                    return None;
+                }
+                Err(ProduceError::TransactionFailed(reason)) => {
+                    self.transaction_failed(&reason);
                     return None;
                 }
             }
@@ -333,6 +485,15 @@ async fn ack_loop<P: Processor>(
 ) {
     while let Some(pending) = rx.recv().await {
         let mut kind = pending.kind;
+        if ctx.txns.is_some() {
+            // Exactly once: the transaction's commit delivers these or aborts; a failed
+            // delivery makes the commit fail and everything since the last commit is redone.
+            for (out, delivery) in pending.sent {
+                ctx.producer.delivered(&out, delivery).await;
+            }
+            count_outcome(&metrics, &kind);
+            continue;
+        }
         for (out, delivery) in pending.sent {
             match ctx
                 .producer
@@ -341,7 +502,7 @@ async fn ack_loop<P: Processor>(
             {
                 Ok(()) => {}
                 Err(ProduceError::Stopped) => return,
-                Err(ProduceError::Fatal(reason)) => {
+                Err(ProduceError::Fatal(reason) | ProduceError::TransactionFailed(reason)) => {
                     ctx.fatal.raise(reason);
                     return;
                 }
@@ -369,28 +530,22 @@ async fn ack_loop<P: Processor>(
                 }
             }
         }
-        match kind {
-            Kind::Success => {
-                metrics.success.inc();
-                bump(&metrics.stats.succeeded);
-            }
-            Kind::ReplayDropped => {
-                metrics.replay_dropped.inc();
-                bump(&metrics.stats.replay_dropped);
-            }
-            Kind::Routed(Route::Retry) => {
-                metrics.retried.inc();
-                bump(&metrics.stats.retried);
-            }
-            Kind::Routed(Route::DeadLetter) => {
-                metrics.dead_lettered.inc();
-                bump(&metrics.stats.dead_lettered);
-            }
-        }
+        count_outcome(&metrics, &kind);
         shared
             .committable
             .store(pending.raw.offset + 1, Ordering::Release);
     }
+}
+
+fn count_outcome(metrics: &TopicMetrics, kind: &Kind) {
+    let (counter, total) = match kind {
+        Kind::Success => (&metrics.success, &metrics.stats.succeeded),
+        Kind::ReplayDropped => (&metrics.replay_dropped, &metrics.stats.replay_dropped),
+        Kind::Routed(Route::Retry) => (&metrics.retried, &metrics.stats.retried),
+        Kind::Routed(Route::DeadLetter) => (&metrics.dead_lettered, &metrics.stats.dead_lettered),
+    };
+    counter.inc();
+    bump(total);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

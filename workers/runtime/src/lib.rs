@@ -41,8 +41,10 @@ mod progress;
 pub mod record;
 pub mod retry;
 pub mod routing;
+pub mod state;
 pub mod telemetry;
 pub mod topology;
+mod transactions;
 pub mod worker;
 
 pub use lane::now_ms;

@@ -65,6 +65,9 @@ pub struct Metrics {
     producer_sent: IntCounterVec,
     producer_batch_size: GaugeVec,
     consumer_received: IntCounterVec,
+    restored: IntCounterVec,
+    restoring: IntGaugeVec,
+    transaction_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -254,8 +257,37 @@ impl Metrics {
                  consume rate.",
                 &["worker"],
             ),
+            transaction_errors: counter(
+                r,
+                "streamfleet_transaction_errors_total",
+                "Transaction call errors by librdkafka class: retriable (the call is retried), abortable \
+                 (the transaction is aborted and the partitions rewound), fatal (the worker stops).",
+                &["worker", "class"],
+            ),
+            restored: counter(
+                r,
+                "streamfleet_state_restored_records_total",
+                "Changelog entries read to restore partition state, by changelog topic.",
+                &["worker", "topic"],
+            ),
+            restoring: gauge(
+                r,
+                "streamfleet_state_restoring_partitions",
+                "Partitions whose state is being restored from its changelog right now.",
+                &["worker"],
+            ),
             registry,
         }
+    }
+
+    /// Counter of restored changelog entries of `topic`.
+    pub fn restored(&self, worker: &str, topic: &str) -> IntCounter {
+        self.restored.with_label_values(&[worker, topic])
+    }
+
+    /// Gauge of partitions restoring.
+    pub fn restoring(&self, worker: &str) -> IntGauge {
+        self.restoring.with_label_values(&[worker])
     }
 
     /// The registry to expose.
@@ -273,6 +305,10 @@ impl Metrics {
             self.transactions.with_label_values(&[worker, result]);
         }
         self.transaction_duration.with_label_values(&[worker]);
+        self.restoring.with_label_values(&[worker]);
+        for class in ["retriable", "abortable", "fatal"] {
+            self.transaction_errors.with_label_values(&[worker, class]);
+        }
         self.fenced.with_label_values(&[worker]);
         self.producer_sent.with_label_values(&[worker]);
         self.consumer_received.with_label_values(&[worker]);
@@ -378,6 +414,13 @@ impl Metrics {
         self.transaction_duration
             .with_label_values(&[worker])
             .observe(seconds);
+    }
+
+    /// Counts a transaction error of `class` (retriable, abortable, fatal).
+    pub fn transaction_error(&self, worker: &str, class: &str) {
+        self.transaction_errors
+            .with_label_values(&[worker, class])
+            .inc();
     }
 
     /// Counts a fenced producer.

@@ -39,6 +39,13 @@ pub trait Processor: Send + Sync + 'static {
         state: &mut Self::State,
         record: &Record<'_, Self::Input>,
     ) -> impl Future<Output = Result<Outcome, ProcessError>> + Send;
+
+    /// How the partition state is written to and restored from a changelog, for a state that
+    /// must survive restarts and rebalances (used under exactly-once; see
+    /// [`crate::state`]). `None` (the default): state lives in memory only.
+    fn changelog(&self) -> Option<&dyn crate::state::StateChangelog<Self::State>> {
+        None
+    }
 }
 
 /// The result of processing a record successfully.

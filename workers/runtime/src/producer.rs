@@ -33,6 +33,10 @@ pub enum ProduceError {
     /// The producer is gone or in a fatal state: the worker must stop.
     #[error("producer failed: {0}")]
     Fatal(String),
+    /// Exactly once: the open transaction failed and takes no more records until it is
+    /// aborted; the record will be processed again after the rewind.
+    #[error("the transaction must be aborted: {0}")]
+    TransactionFailed(String),
 }
 
 /// A record handed to the producer, awaiting acknowledgement.
@@ -173,6 +177,9 @@ impl OutputProducer {
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
                         return Err(ProduceError::Fatal(e.to_string()));
                     }
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) {
+                        return Err(ProduceError::TransactionFailed(e.to_string()));
+                    }
                     if is_rejection(&e) {
                         return Err(ProduceError::Rejected(e));
                     }
@@ -219,6 +226,24 @@ impl OutputProducer {
             }
             backoff = (backoff * 2).min(MAX_RESEND_BACKOFF);
             delivery = self.send(out).await?;
+        }
+    }
+
+    /// Waits for one delivery without re-sending (exactly once: a failure fails the
+    /// transaction); counts it. Returns whether it was acknowledged.
+    pub async fn delivered(&self, out: &OutputRecord, delivery: Delivery) -> bool {
+        match delivery.future.await {
+            Ok(Ok(_)) => {
+                self.counters(&out.topic).0.inc();
+                bump(&self.stats.produced);
+                true
+            }
+            Ok(Err((e, _))) => {
+                self.count_error(&out.topic);
+                tracing::warn!(topic = %out.topic, error = %e, "delivery failed; the transaction will abort");
+                false
+            }
+            Err(_) => false,
         }
     }
 

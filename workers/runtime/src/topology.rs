@@ -65,6 +65,7 @@ struct TopicRaw {
     retry: Option<Spanned<RetryPolicy>>,
     #[serde(default)]
     protected: bool,
+    changelog: Option<Spanned<bool>>,
     #[serde(default)]
     description: Option<String>,
 }
@@ -98,6 +99,11 @@ pub enum TopicKind {
         /// Source topic.
         source: String,
     },
+    /// The compacted changelog of the owner's state for `source` (exactly-once).
+    Changelog {
+        /// Source topic.
+        source: String,
+    },
 }
 
 /// One topic as it should exist on the cluster.
@@ -115,6 +121,8 @@ pub struct TopicSpec {
     pub owner: Option<String>,
     /// Retry policy (source topics only).
     pub retry: Option<RetryPolicy>,
+    /// The owner keeps durable state in a changelog topic (source topics only).
+    pub changelog: bool,
     /// Never deleted by the provisioning CLI.
     pub protected: bool,
     /// Why it exists.
@@ -156,6 +164,11 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     true
+}
+
+/// The changelog topic of a source topic.
+pub fn changelog_topic(source: &str) -> String {
+    format!("{source}-changelog")
 }
 
 /// Default replication factor (production).
@@ -312,6 +325,15 @@ impl Topology {
                 (None, Some(_)) => Some(default_retry.clone()),
                 (None, None) => None,
             };
+            let changelog = t.changelog.as_ref().is_some_and(|c| c.value);
+            if let (Some(c), true, None) = (&t.changelog, changelog, &t.owner) {
+                return Err(located(
+                    file,
+                    &c.referenced,
+                    &field("owner"),
+                    "a topic with a changelog needs an owner (the worker whose state it is)",
+                ));
+            }
             if let (Some(r), None) = (&t.retry, &t.owner) {
                 return Err(located(
                     file,
@@ -329,6 +351,7 @@ impl Topology {
                     configs,
                     owner: t.owner.clone(),
                     retry,
+                    changelog,
                     protected: t.protected,
                     kind: TopicKind::Declared,
                     description: t.description.clone(),
@@ -371,6 +394,14 @@ impl Topology {
                     source: spec.name.clone(),
                 },
             ));
+            if spec.changelog {
+                derived.push((
+                    changelog_topic(&spec.name),
+                    TopicKind::Changelog {
+                        source: spec.name.clone(),
+                    },
+                ));
+            }
             for (name, kind) in derived {
                 if let Some((t, explicit)) = declared.iter().find(|(_, d)| d.name == name) {
                     if explicit.partitions < spec.partitions {
@@ -387,7 +418,13 @@ impl Topology {
                     continue;
                 }
                 let mut configs = spec.configs.clone();
-                configs.insert("cleanup.policy".into(), "delete".into());
+                if matches!(kind, TopicKind::Changelog { .. }) {
+                    // Latest value per key, kept forever.
+                    configs.remove("retention.ms");
+                    configs.insert("cleanup.policy".into(), "compact".into());
+                } else {
+                    configs.insert("cleanup.policy".into(), "delete".into());
+                }
                 topics.push(TopicSpec {
                     name,
                     partitions: spec.partitions,
@@ -395,6 +432,7 @@ impl Topology {
                     configs,
                     owner: spec.owner.clone(),
                     retry: None,
+                    changelog: false,
                     protected: spec.protected,
                     kind,
                     description: None,
@@ -411,6 +449,13 @@ impl Topology {
                 let policy = source.retry.as_ref().expect("filtered");
                 if name == dead_letter_topic(&source.name) {
                     let kind = TopicKind::DeadLetter {
+                        source: source.name.clone(),
+                    };
+                    topics[i].kind = kind;
+                    break;
+                }
+                if source.changelog && name == changelog_topic(&source.name) {
+                    let kind = TopicKind::Changelog {
                         source: source.name.clone(),
                     };
                     topics[i].kind = kind;
@@ -454,6 +499,13 @@ impl Topology {
     /// The topic with this name.
     pub fn get(&self, name: &str) -> Option<&TopicSpec> {
         self.topics.iter().find(|t| t.name == name)
+    }
+
+    /// The changelog topic of a source topic with durable state.
+    pub fn changelog_of(&self, source: &str) -> Option<String> {
+        self.get(source)
+            .filter(|t| t.changelog)
+            .map(|t| changelog_topic(&t.name))
     }
 
     /// The source topics `owner` consumes, with their retry policies.
@@ -588,6 +640,39 @@ topics:
         assert!(t.is_protected("__transaction_state"));
         let all = Topology::parse("t.yaml", FILE).unwrap();
         assert!(all.in_scope("anything") && !all.in_scope("_schemas"));
+    }
+
+    #[test]
+    fn a_changelog_is_derived_compacted_with_the_source_partitions() {
+        let text = FILE.replace(
+            "    owner: orders-worker\n",
+            "    owner: orders-worker\n    changelog: true\n",
+        );
+        let t = Topology::parse("t.yaml", &text).unwrap();
+        let c = t.get("orders-changelog").unwrap();
+        assert_eq!(c.partitions, 12);
+        assert_eq!(c.configs["cleanup.policy"], "compact");
+        assert!(!c.configs.contains_key("retention.ms"));
+        assert_eq!(
+            c.kind,
+            TopicKind::Changelog {
+                source: "orders".into()
+            }
+        );
+        assert_eq!(
+            t.changelog_of("orders").as_deref(),
+            Some("orders-changelog")
+        );
+        assert_eq!(t.changelog_of("orders-out"), None);
+        let orphan = FILE.replace(
+            "    retention: 7d\n",
+            "    retention: 7d\n    changelog: true\n",
+        );
+        let e = Topology::parse("t.yaml", &orphan).unwrap_err().to_string();
+        assert!(
+            e.contains("topics[1].owner") && e.contains("changelog"),
+            "{e}"
+        );
     }
 
     #[test]

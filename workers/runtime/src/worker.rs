@@ -20,14 +20,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients;
+use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::fetcher::{self, FetchContext};
 use crate::health::{Health, HealthHandle};
-use crate::lane::{FatalSignal, LaneContext};
+use crate::lane::{ChangelogTopics, FatalSignal, LaneContext};
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::processor::Processor;
 use crate::producer::{OutputProducer, ProducerStats};
 use crate::routing::FailureRouter;
+use crate::transactions::Transactions;
 
 /// Why a worker stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +112,47 @@ impl<P: Processor> Worker<P> {
         ));
         let router = FailureRouter::new(&config.group_id, &instance, config.sources.clone());
         let fatal = FatalSignal::default();
+        let exactly_once = config.guarantee == ProcessingGuarantee::ExactlyOnce;
+        let txns = if exactly_once {
+            let txns = Arc::new(Transactions::new(
+                producer.clone(),
+                &config.worker,
+                self.metrics.clone(),
+                config.fault_abort_probability,
+            ));
+            let starter = txns.clone();
+            tokio::task::spawn_blocking(move || starter.start())
+                .await
+                .map_err(|e| WorkerError::Fatal(e.to_string()))?
+                .map_err(|f| WorkerError::Fatal(f.0))?;
+            Some(txns)
+        } else {
+            None
+        };
+        let changelogs = match (exactly_once, config.changelogs.is_empty()) {
+            (true, false) => Some(ChangelogTopics {
+                brokers: config.brokers.clone(),
+                props: config.kafka.clone(),
+                topics: config.changelogs.clone(),
+            }),
+            (false, false) => {
+                tracing::warn!(worker = %config.worker,
+                    "changelog topics are configured but state is durable only with --processing-guarantee \
+                     exactly-once; keeping state in memory");
+                None
+            }
+            _ => None,
+        };
         let lane_ctx = Arc::new(LaneContext {
             processor: self.processor,
             producer,
             router: router.clone(),
             concurrency: Arc::new(Semaphore::new(config.max_concurrency)),
             fatal: fatal.clone(),
+            txns,
+            changelogs,
+            worker: config.worker.clone(),
+            metrics: self.metrics.clone(),
         });
         let ctx = FetchContext::new(
             config.worker.clone(),
@@ -134,7 +171,7 @@ impl<P: Processor> Worker<P> {
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
         tracing::info!(worker = %config.worker, group = %config.group_id, %instance,
-            topics = ?topics, "worker started");
+            guarantee = ?config.guarantee, topics = ?topics, "worker started");
 
         let stop = CancellationToken::new();
         let watcher = {
@@ -149,13 +186,22 @@ impl<P: Processor> Worker<P> {
             })
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (commit_interval, shutdown_timeout) = (config.commit_interval, config.shutdown_timeout);
+        let (commit_interval, commit_records, shutdown_timeout) = (
+            config.commit_interval,
+            config.commit_records,
+            config.shutdown_timeout,
+        );
         let thread_stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("sf-fetch-{}", config.worker))
             .spawn(move || {
-                let in_time =
-                    fetcher::run(consumer, thread_stop, commit_interval, shutdown_timeout);
+                let in_time = fetcher::run(
+                    consumer,
+                    thread_stop,
+                    commit_interval,
+                    commit_records,
+                    shutdown_timeout,
+                );
                 let _ = done_tx.send(in_time);
             })
             .map_err(|e| WorkerError::Fatal(format!("cannot start the fetch thread: {e}")))?;

@@ -18,6 +18,7 @@ pub fn expected_consumed(kind: WorkerKind, tally: &Tally, own: &StatsSnapshot) -
                 + tally.count(Kind::BookingCancelled)
         }
         WorkerKind::Payment => tally.stream(Stream::Payment),
+        WorkerKind::Passthrough => 0,
     };
     generated + own.retried
 }

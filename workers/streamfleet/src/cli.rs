@@ -53,6 +53,55 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Export the lag (offsets and seconds) of any consumer group as Prometheus metrics.
     Lag(LagArgs),
+    /// Produce keyed records with per-key sequence numbers (`key-NNNNN` → `<key>:<seq>`),
+    /// the workload `verify` checks.
+    Seed(SeedArgs),
+    /// Check that an output topic holds exactly the input's records, once each, in per-key
+    /// order, with nothing left in an open transaction; exits 1 on any anomaly.
+    Verify(VerifyArgs),
+}
+
+/// `streamfleet seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic to write.
+    #[arg(long)]
+    pub topic: String,
+    /// Records.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Continue a sequence already seeded with this many records.
+    #[arg(long, default_value_t = 0)]
+    pub start: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Records per second (default: as fast as the cluster takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+}
+
+/// `streamfleet verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Input topic (written by `streamfleet seed`).
+    #[arg(long)]
+    pub input: String,
+    /// Output topic (a copy of the input by a worker).
+    #[arg(long)]
+    pub output: String,
+    /// How long an open transaction may take to finish before it counts as hanging.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub wait_stable: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `streamfleet lag`.

@@ -21,14 +21,16 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
 use streamfleet_runtime::config::{ClientScope, KafkaProperty};
 use streamfleet_runtime::headers::{self, FailureInfo};
 use streamfleet_runtime::{CancellationToken, ErrorClass, Headers, now_ms};
+
+use crate::reader::{Isolation, consumer, read_range, watermarks};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,136 +85,11 @@ pub struct Inspection {
     pub groups: Vec<Group>,
 }
 
-fn consumer(brokers: &str, props: &[KafkaProperty], group: &str) -> anyhow::Result<BaseConsumer> {
-    Ok(clients::build(
-        brokers,
-        &[
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
-        ],
-        props,
-        ClientScope::Consumer,
-        &[
-            ("group.id", group.to_owned()),
-            ("enable.auto.commit", "false".to_owned()),
-            ("enable.auto.offset.store", "false".to_owned()),
-            ("isolation.level", "read_committed".to_owned()),
-        ],
-    )
-    .create()?)
-}
-
-/// Partitions of `topic` with their (low, high) watermarks.
-fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?;
-    if let Some(e) = t.error() {
-        anyhow::bail!("topic {topic}: {e:?}");
-    }
-    let mut out = BTreeMap::new();
-    for p in t.partitions() {
-        out.insert(p.id(), consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?);
-    }
-    Ok(out)
-}
-
 fn header_map(headers: &Headers) -> BTreeMap<String, String> {
     headers
         .iter()
         .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
         .collect()
-}
-
-struct Fetched {
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Headers,
-}
-
-fn fetched(m: &rdkafka::message::BorrowedMessage<'_>) -> Fetched {
-    Fetched {
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp: m.timestamp().to_millis(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers: m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
-/// Reads `topic` from `start` offsets up to `end` offsets, calling `f` for each record;
-/// `f` returns false to stop early. Returns the next offset per partition.
-fn read_range(
-    consumer: &BaseConsumer,
-    topic: &str,
-    start: &BTreeMap<i32, i64>,
-    end: &BTreeMap<i32, i64>,
-    stop: &CancellationToken,
-    mut f: impl FnMut(Fetched) -> anyhow::Result<bool>,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let mut next = start.clone();
-    let mut tpl = TopicPartitionList::new();
-    for (p, s) in start {
-        if s < &end[p] {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*s))?;
-        }
-    }
-    if tpl.count() == 0 {
-        return Ok(next);
-    }
-    consumer.assign(&tpl)?;
-    let mut idle_since = Instant::now();
-    while !stop.is_cancelled() && next.iter().any(|(p, n)| n < &end[p]) {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle_since = Instant::now();
-                let (p, o) = (m.partition(), m.offset());
-                if o >= end[&p] {
-                    continue;
-                }
-                let record = fetched(&m);
-                next.insert(p, o + 1);
-                if !f(record)? {
-                    break;
-                }
-            }
-            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
-            None => {
-                // Transaction markers and aborted records occupy offsets no record is
-                // delivered for: trust the consumer's position then.
-                for e in consumer.position()?.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        let n = next.entry(e.partition()).or_insert(o);
-                        *n = (*n).max(o);
-                    }
-                }
-                anyhow::ensure!(
-                    idle_since.elapsed() < TIMEOUT,
-                    "no progress reading {topic} for {TIMEOUT:?} (at {next:?} of {end:?})"
-                );
-            }
-        }
-    }
-    Ok(next)
 }
 
 /// Reads a whole dead-letter topic and summarises it.
@@ -226,6 +103,7 @@ pub fn inspect(
         brokers,
         props,
         &format!("streamfleet-dlq-inspect-{}", now_ms()),
+        Isolation::ReadCommitted,
     )?;
     let marks = watermarks(&consumer, topic)?;
     let start = marks.iter().map(|(p, (low, _))| (*p, *low)).collect();
@@ -437,7 +315,7 @@ pub fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<ReplayReport> {
     let group = opts.group();
-    let consumer = consumer(&opts.brokers, &opts.props, &group)?;
+    let consumer = consumer(&opts.brokers, &opts.props, &group, Isolation::ReadCommitted)?;
     let marks = watermarks(&consumer, &opts.topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in marks.keys() {

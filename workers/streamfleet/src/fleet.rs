@@ -8,10 +8,14 @@ use streamfleet_booking::BookingProcessor;
 use streamfleet_inventory::InventoryProcessor;
 use streamfleet_payment::{GatewayConfig, PaymentProcessor, SimulatedGateway};
 use streamfleet_runtime::config::{ConfigError, WorkerConfig};
+use streamfleet_runtime::headers;
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::{Metrics, WorkerStats};
 use streamfleet_runtime::topology::Topology;
-use streamfleet_runtime::{CancellationToken, Worker, WorkerError, WorkerReport};
+use streamfleet_runtime::{
+    CancellationToken, Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record, Worker,
+    WorkerError, WorkerReport,
+};
 use streamfleet_schemas::Encoding;
 use tokio::task::JoinHandle;
 
@@ -41,6 +45,9 @@ pub enum WorkerKind {
     Inventory,
     /// `payment-events` → `payment-completed`.
     Payment,
+    /// Copies `--input-topic` to `--output-topic` unchanged (key, value, headers): the
+    /// workload of the exactly-once tests and the floor of the benchmarks.
+    Passthrough,
 }
 
 impl WorkerKind {
@@ -57,15 +64,17 @@ impl WorkerKind {
             WorkerKind::Booking => "booking",
             WorkerKind::Inventory => "inventory",
             WorkerKind::Payment => "payment",
+            WorkerKind::Passthrough => "passthrough",
         }
     }
 
-    /// Where its outputs go by default.
-    pub fn default_output(self) -> &'static str {
+    /// Where its outputs go by default (passthrough has none: --output-topic is required).
+    pub fn default_output(self) -> Option<&'static str> {
         match self {
-            WorkerKind::Booking => streamfleet_booking::DEFAULT_OUTPUT_TOPIC,
-            WorkerKind::Inventory => streamfleet_inventory::DEFAULT_OUTPUT_TOPIC,
-            WorkerKind::Payment => streamfleet_payment::DEFAULT_OUTPUT_TOPIC,
+            WorkerKind::Booking => Some(streamfleet_booking::DEFAULT_OUTPUT_TOPIC),
+            WorkerKind::Inventory => Some(streamfleet_inventory::DEFAULT_OUTPUT_TOPIC),
+            WorkerKind::Payment => Some(streamfleet_payment::DEFAULT_OUTPUT_TOPIC),
+            WorkerKind::Passthrough => None,
         }
     }
 }
@@ -104,6 +113,31 @@ impl GatewayArgs {
     }
 }
 
+/// Copies each record to the output topic unchanged: key, value and its own headers.
+pub struct Passthrough {
+    /// Output topic.
+    pub output: String,
+}
+
+impl Processor for Passthrough {
+    type Input = ();
+    type State = ();
+
+    fn decode(&self, _: &RawRecord) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    async fn process(&self, _: &mut (), record: &Record<'_, ()>) -> Result<Outcome, ProcessError> {
+        Ok(Outcome::Emit(vec![OutputRecord {
+            topic: self.output.clone(),
+            key: record.raw.key.clone(),
+            value: record.raw.value.clone(),
+            headers: headers::user_headers(&record.raw.headers),
+            partition: None,
+        }]))
+    }
+}
+
 /// A started worker.
 pub struct RunningWorker {
     /// Which one.
@@ -114,7 +148,7 @@ pub struct RunningWorker {
     pub task: JoinHandle<Result<WorkerReport, WorkerError>>,
 }
 
-fn spawn<P: streamfleet_runtime::Processor>(
+fn spawn<P: Processor>(
     kind: WorkerKind,
     worker: Worker<P>,
     shutdown: CancellationToken,
@@ -169,6 +203,12 @@ impl Fleet<'_> {
             WorkerKind::Inventory => {
                 let p = InventoryProcessor::new(encoding, &input, output_topic)
                     .map_err(|m| invalid("schemas", m))?;
+                spawn(kind, Worker::new(config, p, metrics, health), shutdown)
+            }
+            WorkerKind::Passthrough => {
+                let p = Passthrough {
+                    output: output_topic.to_owned(),
+                };
                 spawn(kind, Worker::new(config, p, metrics, health), shutdown)
             }
             WorkerKind::Payment => {

@@ -9,4 +9,6 @@ pub mod fleet;
 pub mod lag;
 pub mod loadgen;
 pub mod provision;
+pub mod reader;
 pub mod signals;
+pub mod verify;

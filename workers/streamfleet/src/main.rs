@@ -53,6 +53,8 @@ fn main() {
             Command::Topics(cmd) => commands::topics::run(cmd).await,
             Command::Dlq(cmd) => commands::dlq::run(cmd).await,
             Command::Lag(args) => commands::lag::run(args).await,
+            Command::Seed(args) => commands::sequence::seed(args).await,
+            Command::Verify(args) => commands::sequence::verify(args).await,
         }
     });
     let code = match result {

@@ -95,11 +95,72 @@ fn configuration_errors_name_the_field_and_exit_2() {
             ],
             "--gateway-failure-rate",
         ),
+        (
+            &[
+                "dlq",
+                "replay",
+                "--brokers",
+                "localhost:1",
+                "--topic",
+                "t-dlt",
+                "--error-class",
+                "bogus",
+            ],
+            "--error-class",
+        ),
+        (
+            &[
+                "dlq",
+                "replay",
+                "--brokers",
+                "localhost:1",
+                "--topic",
+                "t-dlt",
+                "--since",
+                "yesterday-ish",
+            ],
+            "--since",
+        ),
+        (&["dlq", "inspect", "--topic", "t-dlt"], "--brokers"),
+        (
+            &[
+                "worker",
+                "booking",
+                "--brokers",
+                "localhost:1",
+                "--processing-guarantee",
+                "exactly-once",
+            ],
+            "--instance-id",
+        ),
+        (
+            &[
+                "worker",
+                "passthrough",
+                "--brokers",
+                "localhost:1",
+                "--input-topic",
+                "a",
+            ],
+            "--output-topic",
+        ),
+        (
+            &[
+                "worker",
+                "booking",
+                "--brokers",
+                "localhost:1",
+                "--fault-abort-probability",
+                "0.5",
+            ],
+            "--fault-abort-probability",
+        ),
     ];
     for (args, field) in cases {
         let out = Command::new(BIN)
             .args(*args)
             .env_remove("STREAMFLEET_BROKERS")
+            .env_remove("HOSTNAME")
             .output()
             .expect("runs");
         let err = stderr(&out);

@@ -106,7 +106,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         config.kafka.push(KafkaProperty::parse(
             "consumer.statistics.interval.ms=1000",
         )?);
-        workers.push(fleet.start(kind, config, kind.default_output(), shutdown.clone())?);
+        let output = kind
+            .default_output()
+            .expect("domain workers have an output");
+        workers.push(fleet.start(kind, config, output, shutdown.clone())?);
     }
     let ready_by = Instant::now() + Duration::from_secs(60);
     while !health.is_ready() {

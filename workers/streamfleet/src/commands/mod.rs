@@ -5,5 +5,6 @@ pub mod dlq;
 pub mod lag;
 pub mod produce;
 pub mod schemas;
+pub mod sequence;
 pub mod topics;
 pub mod worker;

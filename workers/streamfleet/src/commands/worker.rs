@@ -1,7 +1,7 @@
 //! `streamfleet worker <booking|inventory|payment>`: one consumer-group member against a
 //! real cluster, with its HTTP endpoint, until SIGTERM/SIGINT.
 
-use streamfleet_runtime::config::WorkerConfig;
+use streamfleet_runtime::config::{ConfigError, WorkerConfig};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::Metrics;
 use streamfleet_runtime::{CancellationToken, http};
@@ -29,7 +29,12 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
             })
             .collect()
     };
-    let config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
+    let changelogs = sources
+        .iter()
+        .filter_map(|(t, _)| topology.changelog_of(t).map(|c| (t.clone(), c)))
+        .collect();
+    let mut config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
+    config.changelogs = changelogs;
     let gateway = cmd.gateway.config()?;
     let encoding = Encoding::new(cmd.kafka.schema_registry_url.as_deref());
     let metrics = Metrics::default();
@@ -47,7 +52,11 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
     let output = cmd
         .output_topic
         .clone()
-        .unwrap_or_else(|| cmd.kind.default_output().to_owned());
+        .or_else(|| cmd.kind.default_output().map(str::to_owned))
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "--output-topic".into(),
+            message: format!("required for the {} worker", cmd.kind.name()),
+        })?;
     let fleet = fleet::Fleet {
         encoding: &encoding,
         metrics: &metrics,

@@ -1,0 +1,336 @@
+//! Exactly-once: one Kafka transaction at a time for the whole worker.
+//!
+//! ```text
+//!   lanes ──(read gate)──► process record, enqueue outputs + retry/dead-letter + changelog
+//!                          committable = offset + 1                       ─┐
+//!   fetcher ──(write gate: no record in flight)──────────────────────────────┘
+//!            send_offsets_to_transaction(committable offsets, group metadata)
+//!            commit_transaction ─► begin_transaction
+//! ```
+//!
+//! The gate makes the commit a cut: every output enqueued before it belongs to a record whose
+//! offset the same transaction commits, and no record starts while it commits.
+//!
+//! Errors follow librdkafka's classes:
+//! - retriable: the call is retried (with a backoff, a few times, then treated as abortable);
+//! - abortable: the transaction is aborted and [`Finished::Aborted`] returned; the caller
+//!   rewinds every partition to its last committed offset and drops its uncommitted state;
+//! - fatal (a fenced producer among them): [`Fatal`]; the worker stops and exits non-zero,
+//!   and its orchestrator restarts it.
+//!
+//! Every commit, abort and fencing is counted (`streamfleet_transactions_total`,
+//! `streamfleet_transaction_duration_seconds`, `streamfleet_producer_fenced_total`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::metrics::Metrics;
+use crate::producer::OutputProducer;
+use std::sync::Arc;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRIES: u32 = 8;
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// Committed; a new transaction is open.
+    Committed,
+    /// Aborted (why); a new transaction is open; the caller must rewind.
+    Aborted(String),
+    /// Nothing to commit.
+    Empty,
+}
+
+/// The worker cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fatal(pub String);
+
+enum Class {
+    Retry,
+    Abort,
+    Fatal,
+}
+
+fn is_fenced(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+        )
+    )
+}
+
+/// The open transaction and the gate around it.
+pub(crate) struct Transactions {
+    producer: Arc<OutputProducer>,
+    /// Lanes hold it shared while a record is in flight; a commit holds it exclusively.
+    pub gate: tokio::sync::RwLock<()>,
+    records: AtomicU64,
+    opened: Mutex<Option<Instant>>,
+    worker: String,
+    metrics: Metrics,
+    fault_abort_probability: f64,
+    rng: AtomicU64,
+    /// Set by the first fatal error; every later call repeats it (a fatal producer is done).
+    failed: Mutex<Option<Fatal>>,
+    /// A lane found the transaction failed: abort it at the next opportunity.
+    abort_requested: std::sync::atomic::AtomicBool,
+}
+
+impl Transactions {
+    pub fn new(
+        producer: Arc<OutputProducer>,
+        worker: &str,
+        metrics: Metrics,
+        fault_abort_probability: f64,
+    ) -> Self {
+        Self {
+            producer,
+            gate: tokio::sync::RwLock::new(()),
+            records: AtomicU64::new(0),
+            opened: Mutex::new(None),
+            worker: worker.to_owned(),
+            metrics,
+            fault_abort_probability,
+            rng: AtomicU64::new(crate::now_ms() as u64 | 1),
+            failed: Mutex::new(None),
+            abort_requested: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Registers the transactional id (aborting what a predecessor with the same id left
+    /// open, fencing it) and opens the first transaction.
+    pub fn start(&self) -> Result<(), Fatal> {
+        self.call("init_transactions", || {
+            self.producer.inner().init_transactions(CALL_TIMEOUT)
+        })
+        .map_err(|e| Fatal(format!("cannot start transactions: {e}")))?;
+        self.producer
+            .inner()
+            .begin_transaction()
+            .map_err(|e| Fatal(format!("cannot begin a transaction: {e}")))
+    }
+
+    /// A record joined the open transaction.
+    pub fn note_record(&self) {
+        if self.records.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.opened
+                .lock()
+                .expect("txn lock")
+                .get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// A lane could not enqueue into the failed transaction: abort it now.
+    pub fn request_abort(&self) {
+        self.abort_requested.store(true, Ordering::Release);
+    }
+
+    /// Whether the open transaction should commit (or abort) now.
+    pub fn due(&self, interval: Duration, max_records: u64) -> bool {
+        if self.abort_requested.load(Ordering::Acquire) {
+            return true;
+        }
+        let n = self.records.load(Ordering::Acquire);
+        n > 0
+            && (n >= max_records
+                || self
+                    .opened
+                    .lock()
+                    .expect("txn lock")
+                    .is_some_and(|t| t.elapsed() >= interval))
+    }
+
+    fn classify(&self, e: &KafkaError) -> Class {
+        if self.producer.inner().client().fatal_error().is_some() {
+            return Class::Fatal;
+        }
+        match e {
+            KafkaError::Transaction(re) if re.is_fatal() => Class::Fatal,
+            KafkaError::Transaction(re) if re.txn_requires_abort() => Class::Abort,
+            KafkaError::Transaction(re) if re.is_retriable() => Class::Retry,
+            _ if is_fenced(e.rdkafka_error_code()) => Class::Fatal,
+            _ => Class::Abort,
+        }
+    }
+
+    /// Runs a transactional call, retrying retriable errors.
+    fn call(&self, what: &str, f: impl Fn() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1.. {
+            match f() {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < RETRIES && matches!(self.classify(&e), Class::Retry) => {
+                    self.metrics.transaction_error(&self.worker, "retriable");
+                    tracing::warn!(worker = %self.worker, call = what, attempt, error = %e, "retriable transaction error, retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn fatal(&self, e: &KafkaError) -> Fatal {
+        self.metrics.transaction_error(&self.worker, "fatal");
+        let fatal = self.classify_fatal(e);
+        *self.failed.lock().expect("txn lock") = Some(fatal.clone());
+        fatal
+    }
+
+    fn already_failed(&self) -> Result<(), Fatal> {
+        match self.failed.lock().expect("txn lock").clone() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    fn classify_fatal(&self, e: &KafkaError) -> Fatal {
+        let code = e.rdkafka_error_code();
+        if is_fenced(code)
+            || self
+                .producer
+                .inner()
+                .client()
+                .fatal_error()
+                .is_some_and(|(c, _)| is_fenced(Some(c)))
+        {
+            self.metrics.fenced(&self.worker);
+            return Fatal(format!(
+                "transactional producer fenced ({e}): another instance uses this transactional id, or this one was \
+                 a zombie; exiting"
+            ));
+        }
+        Fatal(format!("fatal transaction error: {e}"))
+    }
+
+    fn injected_fault(&self) -> bool {
+        if self.fault_abort_probability <= 0.0 {
+            return false;
+        }
+        // xorshift64: good enough for fault injection, no shared generator needed.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64 <= self.fault_abort_probability
+    }
+
+    /// Commits the open transaction with `offsets` (the caller holds the write gate).
+    pub fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+    ) -> Result<Finished, Fatal> {
+        self.already_failed()?;
+        if self.abort_requested.swap(false, Ordering::AcqRel) {
+            let started = self
+                .opened
+                .lock()
+                .expect("txn lock")
+                .take()
+                .unwrap_or_else(Instant::now);
+            self.records.store(0, Ordering::Release);
+            return self.abort_and_restart(
+                started,
+                "a record could not join the failed transaction".into(),
+            );
+        }
+        if self.records.load(Ordering::Acquire) == 0 && offsets.count() == 0 {
+            return Ok(Finished::Empty);
+        }
+        let started = self
+            .opened
+            .lock()
+            .expect("txn lock")
+            .take()
+            .unwrap_or_else(Instant::now);
+        self.records.store(0, Ordering::Release);
+        if self.injected_fault() {
+            return self
+                .abort_and_restart(started, "fault injected (--fault-abort-probability)".into());
+        }
+        if offsets.count() > 0 {
+            let Some(cgm) = consumer.group_metadata() else {
+                return Err(Fatal("the consumer has no group metadata".into()));
+            };
+            let sent = self.call("send_offsets_to_transaction", || {
+                self.producer
+                    .inner()
+                    .send_offsets_to_transaction(offsets, &cgm, CALL_TIMEOUT)
+            });
+            if let Err(e) = sent {
+                return match self.classify(&e) {
+                    Class::Fatal => Err(self.fatal(&e)),
+                    _ => self.abort_and_restart(started, format!("sending offsets failed: {e}")),
+                };
+            }
+        }
+        match self.call("commit_transaction", || {
+            self.producer.inner().commit_transaction(CALL_TIMEOUT)
+        }) {
+            Ok(()) => {
+                self.metrics
+                    .transaction(&self.worker, true, started.elapsed().as_secs_f64());
+                self.producer
+                    .inner()
+                    .begin_transaction()
+                    .map_err(|e| Fatal(format!("cannot begin a transaction: {e}")))?;
+                Ok(Finished::Committed)
+            }
+            Err(e) => match self.classify(&e) {
+                Class::Fatal => Err(self.fatal(&e)),
+                _ => self.abort_and_restart(started, format!("commit failed: {e}")),
+            },
+        }
+    }
+
+    fn abort_and_restart(&self, started: Instant, reason: String) -> Result<Finished, Fatal> {
+        self.metrics.transaction_error(&self.worker, "abortable");
+        tracing::warn!(worker = %self.worker, %reason, "aborting the transaction; rewinding to the last commit");
+        match self.call("abort_transaction", || {
+            self.producer.inner().abort_transaction(CALL_TIMEOUT)
+        }) {
+            Ok(()) => {}
+            Err(e) => {
+                return Err(match self.classify(&e) {
+                    Class::Fatal => self.fatal(&e),
+                    _ => Fatal(format!("cannot abort the transaction: {e}")),
+                });
+            }
+        }
+        self.metrics
+            .transaction(&self.worker, false, started.elapsed().as_secs_f64());
+        self.producer
+            .inner()
+            .begin_transaction()
+            .map_err(|e| Fatal(format!("cannot begin a transaction: {e}")))?;
+        Ok(Finished::Aborted(reason))
+    }
+
+    /// Aborts the open transaction (lost partitions); a new one is open afterwards.
+    pub fn abort(&self, reason: &str) -> Result<Finished, Fatal> {
+        self.already_failed()?;
+        let started = self
+            .opened
+            .lock()
+            .expect("txn lock")
+            .take()
+            .unwrap_or_else(Instant::now);
+        self.records.store(0, Ordering::Release);
+        self.abort_and_restart(started, reason.to_owned())
+    }
+}

@@ -1,0 +1,368 @@
+//! Exactly-once under crashes, modelled on Apache Kafka's transactions system test: worker
+//! processes copying a sequence workload are killed with SIGKILL, frozen with SIGSTOP and
+//! aborted at random, and `verify` must find the output exactly the input, once, in order,
+//! with aborted records invisible to read_committed and no transaction left hanging.
+//!
+//! These need a broker whose read_committed consumers skip aborted records: Apache Kafka
+//! (nisshi does not), hence `apache_only`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, TopicPartitionList};
+use streamfleet::verify;
+use streamfleet_tests::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamfleet");
+const REASON: &str = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers";
+
+struct Cluster {
+    broker: Broker,
+    input: String,
+    output: String,
+    group: String,
+    logs: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn new(partitions: i32) -> Self {
+        let broker = Broker::real();
+        let (input, output) = (unique("crash-in"), unique("crash-out"));
+        for t in [&input, &output, &format!("{input}-dlt")] {
+            broker.create_topic(t, partitions).await;
+        }
+        Self {
+            broker,
+            input,
+            output,
+            group: unique("crash"),
+            logs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn seed(&self, count: u64) {
+        let p = producer(&self.broker.bootstrap());
+        verify::seed(&p, &self.input, 0, count, 1000, None, |_| {})
+            .await
+            .expect("seeded");
+    }
+
+    fn worker(&self, instance: &str, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.path().join(format!("{instance}.log")))
+            .unwrap();
+        Command::new(BIN)
+            .args([
+                "worker",
+                "passthrough",
+                "--brokers",
+                &self.broker.bootstrap(),
+                "--group-id",
+                &self.group,
+                "--instance-id",
+                instance,
+                "--input-topic",
+                &self.input,
+                "--output-topic",
+                &self.output,
+                "--processing-guarantee",
+                "exactly-once",
+                "--http-addr",
+                "127.0.0.1:0",
+                "-X",
+                "consumer.session.timeout.ms=6000",
+                "-X",
+                "producer.transaction.timeout.ms=10000",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("worker starts")
+    }
+
+    /// Sum of the group's committed offsets on the input.
+    fn committed(&self, partitions: i32) -> i64 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("group.id", &self.group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.input, p);
+        }
+        c.committed_offsets(tpl, Duration::from_secs(10))
+            .map(|t| {
+                t.elements()
+                    .iter()
+                    .filter_map(|e| e.offset().to_raw())
+                    .filter(|o| *o > 0)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn wait_committed(&self, partitions: i32, at_least: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.committed(partitions) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {at_least} committed; logs in {:?}",
+                self.committed(partitions),
+                self.logs.path()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    async fn verify(&self) -> verify::Verification {
+        let (b, i, o) = (
+            self.broker.bootstrap(),
+            self.input.clone(),
+            self.output.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            verify::verify(&b, &[], &i, &o, Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+        .expect("verify runs")
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn stop(mut child: Child) {
+    signal(&child, "-TERM");
+    let _ = child.wait();
+}
+
+fn dump_logs(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        eprintln!("---- {}", e.path().display());
+        eprintln!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers"]
+async fn three_crashes_lose_and_duplicate_nothing_apache_only() {
+    let _ = REASON;
+    let c = Cluster::new(6).await;
+    c.seed(100_000).await;
+    let mut a = c.worker("a", &[]);
+    let b = c.worker("b", &[]);
+    for pct in [20, 40, 60] {
+        c.wait_committed(6, 100_000 * pct / 100, Duration::from_secs(300));
+        a.kill().unwrap(); // SIGKILL: no shutdown, an open transaction left behind
+        let _ = a.wait();
+        a = c.worker("a", &[]); // same instance id: its init aborts what the dead one left open
+    }
+    c.wait_committed(6, 100_000, Duration::from_secs(300));
+    stop(a);
+    stop(b);
+    let v = c.verify().await;
+    if v.anomalies() > 0 {
+        dump_logs(c.logs.path());
+    }
+    assert_eq!(v.anomalies(), 0, "{v:?}");
+    assert_eq!(v.output_records, 100_000);
+    assert!(
+        v.output_aborted_filtered > 0,
+        "the crashes left aborted records behind (read_uncommitted sees them)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers"]
+async fn a_zombie_adds_no_duplicate_apache_only() {
+    let c = Cluster::new(4).await;
+    c.seed(30_000).await;
+    let a = c.worker("a", &[]);
+    let b = c.worker("b", &[]);
+    c.wait_committed(4, 3_000, Duration::from_secs(120));
+    signal(&a, "-STOP"); // past the session timeout: its partitions move to b
+    std::thread::sleep(Duration::from_secs(15));
+    let during = c.committed(4);
+    c.wait_committed(4, during + 1_000, Duration::from_secs(120));
+    signal(&a, "-CONT"); // the zombie wakes up with an open transaction and stale generation
+    c.wait_committed(4, 30_000, Duration::from_secs(300));
+    stop(a);
+    stop(b);
+    let v = c.verify().await;
+    if v.anomalies() > 0 {
+        dump_logs(c.logs.path());
+    }
+    assert_eq!(v.anomalies(), 0, "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers"]
+async fn random_aborts_leave_no_trace_apache_only() {
+    let c = Cluster::new(3).await;
+    c.seed(20_000).await;
+    let a = c.worker("a", &["--fault-abort-probability", "0.3"]);
+    c.wait_committed(3, 20_000, Duration::from_secs(300));
+    stop(a);
+    let v = c.verify().await;
+    assert_eq!(v.anomalies(), 0, "{v:?}");
+    assert!(v.output_aborted_filtered > 0, "aborts happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers"]
+async fn inventory_stock_after_crashes_equals_the_committed_inputs_apache_only() {
+    use streamfleet_inventory::{HotelStock, InventoryProcessor};
+    use streamfleet_schemas::{Encoding, InventoryEvent, InventoryEventType, InventoryOutcome};
+
+    let broker = Broker::real();
+    let input = unique("inv-crash");
+    let output = format!("{input}-out");
+    let dir = tempfile::tempdir().unwrap();
+    let topics = dir.path().join("topics.yaml");
+    std::fs::write(
+        &topics,
+        format!(
+            "topics:\n  - name: {input}\n    partitions: 4\n    replication_factor: 1\n    owner: inventory\n    \
+             changelog: true\n  - name: {output}\n    partitions: 4\n    replication_factor: 1\n"
+        ),
+    )
+    .unwrap();
+    let topology = streamfleet_runtime::topology::Topology::load(&topics).unwrap();
+    broker.create_topology(&topology).await;
+
+    // 20 hotels restocked, then 8,000 reserves and releases.
+    let codec = Encoding::default().codec::<InventoryEvent>(&input).unwrap();
+    let mut commands = Vec::new();
+    for h in 0..20 {
+        commands.push(InventoryEvent {
+            event_id: format!("restock-{h}"),
+            hotel_id: format!("hotel-{h}"),
+            kind: InventoryEventType::Restock,
+            quantity: 300,
+            booking_id: None,
+            occurred_at: 0,
+        });
+    }
+    for i in 0..8_000u32 {
+        let (kind, booking) = if i % 4 == 3 {
+            (InventoryEventType::Release, format!("b{}", i - 3))
+        } else {
+            (InventoryEventType::Reserve, format!("b{i}"))
+        };
+        commands.push(InventoryEvent {
+            event_id: format!("{kind:?}-{booking}"),
+            hotel_id: format!("hotel-{}", (i / 4) % 20),
+            kind,
+            quantity: 1,
+            booking_id: Some(booking),
+            occurred_at: 0,
+        });
+    }
+    let batch: Vec<(String, Vec<u8>)> = commands
+        .iter()
+        .map(|c| (c.hotel_id.clone(), codec.encode(c).unwrap()))
+        .collect();
+    produce_all(&producer(&broker.bootstrap()), &input, &batch).await;
+
+    // The stock the committed inputs imply: apply every command in order per hotel.
+    let mut model: BTreeMap<String, HotelStock> = BTreeMap::new();
+    for c in &commands {
+        let stock = model.entry(c.hotel_id.clone()).or_default();
+        if let streamfleet_inventory::Effect::Apply {
+            result, available, ..
+        } = InventoryProcessor::effect(Some(stock), c).unwrap()
+        {
+            streamfleet_inventory::apply(stock, c, result, available);
+        }
+    }
+
+    let group = unique("inv-crash");
+    let spawn = || {
+        Command::new(BIN)
+            .args([
+                "worker",
+                "inventory",
+                "--brokers",
+                &broker.bootstrap(),
+                "--topics",
+                topics.to_str().unwrap(),
+                "--output-topic",
+                &output,
+                "--group-id",
+                &group,
+                "--instance-id",
+                "inv-0",
+                "--processing-guarantee",
+                "exactly-once",
+                "--http-addr",
+                "127.0.0.1:0",
+                "-X",
+                "consumer.session.timeout.ms=6000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let outcomes = |isolation| {
+        let (b, o) = (broker.bootstrap(), output.clone());
+        move || read_all_blocking(&b, &o, isolation).len()
+    };
+    let mut w = spawn();
+    for fraction in [3, 6] {
+        let count = outcomes(Isolation::ReadCommitted);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while count() < commands.len() * fraction / 10 {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        w.kill().unwrap();
+        let _ = w.wait();
+        w = spawn();
+    }
+    let count = outcomes(Isolation::ReadCommitted);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count() < commands.len() {
+        assert!(
+            Instant::now() < deadline,
+            "not every command got its outcome"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop(w);
+
+    let codec = Encoding::default().codec::<InventoryOutcome>("x").unwrap();
+    let mut records = read_topic(&broker.bootstrap(), &output, Isolation::ReadCommitted).await;
+    assert_eq!(
+        records.len(),
+        commands.len(),
+        "one outcome per command, none twice"
+    );
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for r in records {
+        let o = codec.decode(r.value.as_deref().unwrap()).unwrap();
+        last.insert(o.hotel_id, o.available);
+    }
+    for (hotel, stock) in &model {
+        assert_eq!(
+            last[hotel], stock.available,
+            "{hotel}: the stock after the crashes is what the inputs imply"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use streamfleet_runtime::config::{ConfigError, WorkerConfig};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::Metrics;
+use streamfleet_runtime::retry::RetryPolicy;
 use streamfleet_runtime::{CancellationToken, http};
 use streamfleet_schemas::Encoding;
 
@@ -21,10 +22,12 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
             .input_topics
             .iter()
             .map(|t| {
-                let policy = topology
-                    .get(t)
-                    .and_then(|s| s.retry.clone())
-                    .unwrap_or_default();
+                // A topic the file does not declare has no retry rungs: its failures go
+                // straight to <topic>-dlt.
+                let policy = topology.get(t).and_then(|s| s.retry.clone()).unwrap_or_else(|| {
+                    tracing::info!(topic = %t, "not in the topics file: no retry rungs, failures go to {t}-dlt");
+                    RetryPolicy { attempts: 1, ..RetryPolicy::default() }
+                });
                 (t.clone(), policy)
             })
             .collect()

@@ -134,6 +134,24 @@ fn wait_for_partitions(servers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// The repository's root directory.
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The path of an external tool on `PATH`; a missing tool fails the test and names the
+/// Debian package that provides it (tests/run installs them all).
+pub fn tool(name: &str, debian_package: &str) -> std::path::PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: install Debian's {debian_package} package (tests/run does)")
+    })
+}
+
 /// A unique name: `<prefix>-<random>`.
 pub fn unique(prefix: &str) -> String {
     let n: u64 = rand::rng().random();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,19 +20,8 @@ use streamfleet_runtime::{CancellationToken, http, now_ms};
 use streamfleet_tests::echo::Echo;
 use streamfleet_tests::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("{name} not found: install Debian's prometheus package (tests/run does)")
-    })
+    streamfleet_tests::tool(name, "prometheus")
 }
 
 #[test]

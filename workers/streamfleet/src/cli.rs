@@ -59,6 +59,19 @@ pub enum Command {
     /// Check that an output topic holds exactly the input's records, once each, in per-key
     /// order, with nothing left in an open transaction; exits 1 on any anomaly.
     Verify(VerifyArgs),
+    /// HTTP health check for container runtimes without curl: GET the URL, exit 0 on a 2xx
+    /// answer and 1 otherwise (`streamfleet probe http://127.0.0.1:8080/health/ready`).
+    Probe(ProbeArgs),
+}
+
+/// `streamfleet probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (plain HTTP).
+    pub url: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub timeout: Duration,
 }
 
 /// `streamfleet seed`.

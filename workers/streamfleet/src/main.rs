@@ -55,6 +55,7 @@ fn main() {
             Command::Lag(args) => commands::lag::run(args).await,
             Command::Seed(args) => commands::sequence::seed(args).await,
             Command::Verify(args) => commands::sequence::verify(args).await,
+            Command::Probe(args) => commands::probe::run(args).await,
         }
     });
     let code = match result {

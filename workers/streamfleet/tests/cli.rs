@@ -429,8 +429,26 @@ fn readiness_is_503_until_the_group_is_joined() {
     let (status, body) = http_get(http, "/health/ready").unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("starting"), "{body}");
+
+    // `streamfleet probe`, the container health check, agrees with the endpoints.
+    let probe = |path: &str| streamfleet(&["probe", &format!("http://{http}{path}")]);
+    let live = probe("/health/live");
+    assert_eq!(live.status.code(), Some(0), "{}", stderr(&live));
+    let ready = probe("/health/ready");
+    assert_eq!(ready.status.code(), Some(1), "{}", stderr(&ready));
+    assert!(
+        String::from_utf8_lossy(&ready.stdout).starts_with("503 "),
+        "the probe prints the status and the report"
+    );
     child.kill().unwrap();
     let _ = child.wait();
+    let nobody = probe("/health/live");
+    assert_eq!(nobody.status.code(), Some(1), "nothing listens any more");
+    assert!(
+        stderr(&nobody).contains("probe http://"),
+        "{}",
+        stderr(&nobody)
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod dlq;
 pub mod lag;
+pub mod probe;
 pub mod produce;
 pub mod schemas;
 pub mod sequence;

@@ -1,6 +1,7 @@
 //! `streamfleet worker <booking|inventory|payment>`: one consumer-group member against a
 //! real cluster, with its HTTP endpoint, until SIGTERM/SIGINT.
 
+use streamfleet_payment::GatewayConfig;
 use streamfleet_runtime::config::{ConfigError, WorkerConfig};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::Metrics;
@@ -11,8 +12,19 @@ use streamfleet_schemas::Encoding;
 use crate::cli::WorkerCommand;
 use crate::{fleet, signals};
 
-/// Runs the worker; returns the process exit code.
-pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
+/// A worker command's validated settings: everything checked before anything starts.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The worker's configuration.
+    pub config: WorkerConfig,
+    /// The output topic.
+    pub output: String,
+    /// The simulated payment gateway.
+    pub gateway: GatewayConfig,
+}
+
+/// Reads the topics file and validates every setting of `cmd`; the error names the field.
+pub fn resolve(cmd: &WorkerCommand) -> anyhow::Result<Resolved> {
     let topology = fleet::topology(cmd.topics.topics_file.as_deref())?;
     let name = cmd.kind.name();
     let sources = if cmd.worker.input_topics.is_empty() {
@@ -39,6 +51,28 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
     let mut config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
     config.changelogs = changelogs;
     let gateway = cmd.gateway.config()?;
+    let output = cmd
+        .output_topic
+        .clone()
+        .or_else(|| cmd.kind.default_output().map(str::to_owned))
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "--output-topic".into(),
+            message: format!("required for the {} worker", cmd.kind.name()),
+        })?;
+    Ok(Resolved {
+        config,
+        output,
+        gateway,
+    })
+}
+
+/// Runs the worker; returns the process exit code.
+pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
+    let Resolved {
+        config,
+        output,
+        gateway,
+    } = resolve(&cmd)?;
     let encoding = Encoding::new(cmd.kafka.schema_registry_url.as_deref());
     let metrics = Metrics::default();
     let health = Health::default();
@@ -52,14 +86,6 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {}: {e}", cmd.worker.http_addr))?;
-    let output = cmd
-        .output_topic
-        .clone()
-        .or_else(|| cmd.kind.default_output().map(str::to_owned))
-        .ok_or_else(|| ConfigError::Invalid {
-            field: "--output-topic".into(),
-            message: format!("required for the {} worker", cmd.kind.name()),
-        })?;
     let fleet = fleet::Fleet {
         encoding: &encoding,
         metrics: &metrics,

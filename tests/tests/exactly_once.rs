@@ -165,9 +165,12 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     let metrics = w.metrics.clone();
     wait_until(WAIT, "a commit", || committed(&metrics) >= 1.0).await;
 
-    // The broker refuses the next produce requests: the open transaction becomes abortable.
+    // The coordinator refuses to add the next partitions to the transaction: librdkafka makes
+    // the open transaction abortable. (Not Produce errors: a refused produce also marks the
+    // topic, so the replayed records are then rejected at enqueue and dead-lettered, which is
+    // the right answer for a topic one may not write, but not what this test is about.)
     broker.as_mock().unwrap().request_errors(
-        RDKafkaApiKey::Produce,
+        RDKafkaApiKey::AddPartitionsToTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
     );
     wait_until(WAIT, "an abort", || aborted(&metrics) >= 1.0).await;

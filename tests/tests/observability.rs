@@ -217,6 +217,53 @@ async fn every_metric_named_in_alerts_and_dashboards_is_exported_by_a_running_wo
     assert!(missing.is_empty(), "named but not exported: {missing:?}");
 }
 
+/// The sum of every sample of the metric family `name` in a scrape.
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_least_once_commits_show_in_the_metrics_while_the_worker_runs() {
+    // The committed-offset gauge and the end-to-end histogram are fed by the commits'
+    // completion, asynchronous under at-least-once: they must move during the run, not only
+    // at the final commit of a shutdown.
+    let broker = Broker::mock();
+    let (input, output) = (unique("alo-in"), unique("alo-out"));
+    for t in [&input, &output] {
+        broker.create_topic(t, 2).await;
+    }
+    let batch: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("k{i}"), format!("k{i}:0").into_bytes()))
+        .collect();
+    produce_all(&producer(&broker.bootstrap()), &input, &batch).await;
+    let mut config = test_config(
+        &broker.bootstrap(),
+        &unique("group"),
+        vec![(input.clone(), no_retries())],
+    );
+    config.commit_interval = Duration::from_millis(200);
+    let w = TestWorker::start(config, Echo::new(&output));
+    wait_until(Duration::from_secs(60), "every record processed", || {
+        w.snapshot().succeeded == 100
+    })
+    .await;
+    let metrics = w.metrics.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the committed offsets and 100 end-to-end samples in the metrics",
+        || {
+            let text = scrape(&metrics);
+            sum_of(&text, "streamfleet_partition_committed_offset") == 100.0
+                && sum_of(&text, "streamfleet_end_to_end_latency_seconds_count") == 100.0
+        },
+    )
+    .await;
+    w.stop().await.expect("clean");
+}
+
 struct Prometheus {
     child: Child,
     addr: SocketAddr,

@@ -350,7 +350,7 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Default per-partition queue bound.
-    pub const DEFAULT_LANE_CAPACITY: usize = 1000;
+    pub const DEFAULT_LANE_CAPACITY: usize = 10_000;
     /// Default concurrency bound.
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
     /// Default records per transaction before an early commit.

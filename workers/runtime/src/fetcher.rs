@@ -11,7 +11,7 @@
 //!                        lane.try_send ──full──► start a stash
 //!   every loop: stashes move into lanes with room; a paused partition resumes when its
 //!   stash is down to half the lane capacity
-//!   every commit interval: commit (async) each lane's committable offset
+//!   every commit interval: commit (sync) each lane's committable offset
 //!   assign:  create a lane per partition; it shares the state of its source partition
 //!            (a source partition and the same partition number of its retry rungs share one
 //!            state on this instance; a new source partition starts empty)
@@ -19,6 +19,12 @@
 //!            the lanes and their state, release
 //!   lost:    stop and drop the lanes; commit nothing (another member may own them already)
 //! ```
+//!
+//! Commits are synchronous, as Kafka Streams' are: the consumer thread waits one round trip
+//! per commit interval, and the commit's completion is known where it is issued, which is
+//! what moves the committed-offset gauge and observes end-to-end latency. (rust-rdkafka never
+//! reports the completion of a manual asynchronous commit to the context: the request carries
+//! no reply queue, fede1024/rust-rdkafka#856, so an async commit would leave both frozen.)
 //!
 //! Pausing never loses or reorders records: librdkafka resumes fetching at the position after
 //! the last record it handed over, and the stash holds the ones handed over but not yet queued.
@@ -35,7 +41,6 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -47,13 +52,17 @@ use crate::lane::{self, LaneContext, LaneHandle};
 use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
 use crate::progress::Progress;
-use crate::record::{RawRecord, TopicPartition};
+use crate::record::{FastHash, RawRecord, TopicPartition};
 use crate::state::StateSlot;
 use crate::transactions::Finished;
 
 /// How long `poll` blocks when nothing is paused, and when something is.
 const POLL_IDLE: Duration = Duration::from_millis(100);
 const POLL_PAUSED: Duration = Duration::from_millis(5);
+/// Records taken from the consumer (without blocking, after the first) before the loop's
+/// housekeeping: stashes drained, commit and publish clocks read once per burst, not per
+/// record.
+const BURST: usize = 256;
 /// How often the lag gauges are published.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -68,15 +77,15 @@ struct Stash {
 pub(crate) struct FetchContext<P: Processor> {
     pub worker: String,
     pub group: String,
-    pub lanes: DashMap<TopicPartition, LaneHandle>,
+    pub lanes: DashMap<TopicPartition, LaneHandle, FastHash>,
     /// Per-partition state, keyed by source partition; dropped when the last lane using it
     /// is revoked or lost.
-    states: DashMap<TopicPartition, Arc<StateSlot<P::State>>>,
+    states: DashMap<TopicPartition, Arc<StateSlot<P::State>>, FastHash>,
     /// First offset handed to each lane: where to rewind a partition with no commit yet.
-    first_offsets: DashMap<TopicPartition, i64>,
-    stash: Mutex<HashMap<TopicPartition, Stash>>,
-    committed: DashMap<TopicPartition, i64>,
-    topic_metrics: DashMap<Arc<str>, TopicMetrics>,
+    first_offsets: DashMap<TopicPartition, i64, FastHash>,
+    stash: Mutex<HashMap<TopicPartition, Stash, FastHash>>,
+    committed: DashMap<TopicPartition, i64, FastHash>,
+    topic_metrics: DashMap<Arc<str>, TopicMetrics, FastHash>,
     progress: Progress,
     pub lane_ctx: Arc<LaneContext<P>>,
     pub runtime: tokio::runtime::Handle,
@@ -104,12 +113,12 @@ impl<P: Processor> FetchContext<P> {
             progress: Progress::new(&worker, &group, metrics.clone()),
             worker,
             group,
-            lanes: DashMap::new(),
-            states: DashMap::new(),
-            first_offsets: DashMap::new(),
-            stash: Mutex::new(HashMap::new()),
-            committed: DashMap::new(),
-            topic_metrics: DashMap::new(),
+            lanes: DashMap::default(),
+            states: DashMap::default(),
+            first_offsets: DashMap::default(),
+            stash: Mutex::new(HashMap::default()),
+            committed: DashMap::default(),
+            topic_metrics: DashMap::default(),
             lane_ctx,
             runtime,
             capacity,
@@ -257,7 +266,7 @@ impl<P: Processor> FetchContext<P> {
         if self.lane_ctx.txns.is_some() {
             self.commit_transaction(consumer, &finished);
         } else {
-            self.commit_offsets(consumer, &finished, CommitMode::Sync);
+            self.commit_offsets(consumer, &finished);
         }
         self.forget(&tps);
         self.drop_unused_states(&tps);
@@ -381,13 +390,8 @@ impl<P: Processor> FetchContext<P> {
             "transaction aborted: partitions rewound to their last committed offsets");
     }
 
-    /// Commits the given offsets that are ahead of what is committed.
-    fn commit_offsets(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        offsets: &[(TopicPartition, i64)],
-        mode: CommitMode,
-    ) {
+    /// Commits (synchronously) the given offsets that are ahead of what is committed.
+    fn commit_offsets(&self, consumer: &BaseConsumer<Self>, offsets: &[(TopicPartition, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for (tp, offset) in offsets {
             let ahead = *offset >= 0 && self.committed.get(tp).is_none_or(|c| *c < *offset);
@@ -398,15 +402,14 @@ impl<P: Processor> FetchContext<P> {
         if tpl.count() == 0 {
             return;
         }
-        match consumer.commit(&tpl, mode) {
-            Ok(()) if matches!(mode, CommitMode::Sync) => {
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
                 let now = crate::lane::now_ms();
                 for (tp, offset) in offsets.iter().filter(|(_, o)| *o >= 0) {
                     self.committed.insert(tp.clone(), *offset);
                     self.progress.committed(tp, *offset, now);
                 }
             }
-            Ok(()) => {}
             Err(e) => events::CommitFailed {
                 worker: &self.worker,
                 error: &e,
@@ -416,7 +419,7 @@ impl<P: Processor> FetchContext<P> {
     }
 
     /// Commits every lane's committable offset.
-    pub fn commit_all(&self, consumer: &BaseConsumer<Self>, mode: CommitMode) {
+    pub fn commit_all(&self, consumer: &BaseConsumer<Self>) {
         let offsets: Vec<(TopicPartition, i64)> = self
             .lanes
             .iter()
@@ -427,7 +430,7 @@ impl<P: Processor> FetchContext<P> {
                 )
             })
             .collect();
-        self.commit_offsets(consumer, &offsets, mode);
+        self.commit_offsets(consumer, &offsets);
     }
 
     fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
@@ -451,7 +454,9 @@ impl<P: Processor> FetchContext<P> {
             return;
         };
         self.progress.fetched(&tp, raw.offset, raw.timestamp);
-        self.first_offsets.entry(tp.clone()).or_insert(raw.offset);
+        if !self.first_offsets.contains_key(&tp) {
+            self.first_offsets.insert(tp.clone(), raw.offset);
+        }
         match lane.tx.try_send(raw) {
             Ok(()) => {}
             Err(TrySendError::Full(raw)) => {
@@ -599,33 +604,11 @@ impl<P: Processor> ConsumerContext for FetchContext<P> {
             self.health.set_ready(true, detail);
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                let now = crate::lane::now_ms();
-                for e in offsets.elements() {
-                    if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
-                        let tp = TopicPartition::new(e.topic(), e.partition());
-                        if self.lanes.contains_key(&tp) {
-                            self.progress.committed(&tp, o, now);
-                            self.committed.insert(tp, o);
-                        }
-                    }
-                }
-            }
-            Err(e) => events::CommitFailed {
-                worker: &self.worker,
-                error: &e,
-            }
-            .emit(),
-        }
-    }
 }
 
 /// Interns topic names so records share one allocation per topic.
 #[derive(Default)]
-pub(crate) struct TopicNames(HashMap<String, Arc<str>>);
+pub(crate) struct TopicNames(HashMap<String, Arc<str>, FastHash>);
 
 impl TopicNames {
     fn get(&mut self, topic: &str) -> Arc<str> {
@@ -684,21 +667,25 @@ pub(crate) fn run<P: Processor>(
         } else {
             POLL_IDLE
         };
-        match consumer.poll(if paused { POLL_PAUSED } else { idle }) {
-            Some(Ok(m)) => {
-                let raw = raw_record(&mut names, &m);
-                ctx.dispatch(&consumer, raw);
-            }
-            Some(Err(e)) => {
-                if let Some((code, reason)) = consumer.client().fatal_error() {
-                    ctx.lane_ctx
-                        .fatal
-                        .raise(format!("consumer fatal error {code:?}: {reason}"));
-                } else {
-                    tracing::warn!(worker = %ctx.worker, error = %e, "consumer error");
+        let mut wait = if paused { POLL_PAUSED } else { idle };
+        for _ in 0..BURST {
+            match consumer.poll(std::mem::take(&mut wait)) {
+                Some(Ok(m)) => {
+                    let raw = raw_record(&mut names, &m);
+                    ctx.dispatch(&consumer, raw);
                 }
+                Some(Err(e)) => {
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        ctx.lane_ctx
+                            .fatal
+                            .raise(format!("consumer fatal error {code:?}: {reason}"));
+                    } else {
+                        tracing::warn!(worker = %ctx.worker, error = %e, "consumer error");
+                    }
+                    break;
+                }
+                None => break,
             }
-            None => {}
         }
         paused = ctx.drain_stashes(&consumer);
         match &ctx.lane_ctx.txns {
@@ -709,7 +696,7 @@ pub(crate) fn run<P: Processor>(
             }
             None => {
                 if last_commit.elapsed() >= commit_interval {
-                    ctx.commit_all(&consumer, CommitMode::Async);
+                    ctx.commit_all(&consumer);
                     last_commit = Instant::now();
                 }
             }
@@ -733,7 +720,7 @@ pub(crate) fn run<P: Processor>(
     if ctx.lane_ctx.txns.is_some() {
         ctx.commit_transaction(&consumer, &finished);
     } else {
-        ctx.commit_offsets(&consumer, &finished, CommitMode::Sync);
+        ctx.commit_offsets(&consumer, &finished);
     }
     ctx.forget(&tps);
     drop(consumer);

@@ -1,7 +1,7 @@
 //! One partition's lane: strict offset order within the partition, and the committable offset.
 //!
 //! ```text
-//!  fetcher ──try_send──► [queue of 64] ──► lane task ───────────────► ack task
+//!  fetcher ──try_send──► [queue of 1024] ──► lane task ───────────────► ack task
 //!   (full: stash; stash                       decode                   await every delivery
 //!    at capacity: pause)                      process (state locked)   count the outcome
 //!                                             route failures           committable = offset+1
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events;
 use crate::headers;
-use crate::metrics::{TopicMetrics, bump};
+use crate::metrics::{RecordOutcome, TopicMetrics};
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::producer::{Delivery, OutputProducer, ProduceError};
 use crate::record::{OutputRecord, RawRecord, Record, TopicPartition};
@@ -46,9 +46,13 @@ use crate::routing::{FailureRouter, Route};
 use crate::state::{RestoreSource, StateSlot};
 use crate::transactions::Transactions;
 
-/// Records a lane takes from its queue at once (one concurrency permit per batch), and the
-/// queue's size: the partition's buffer beyond it is the fetcher's stash.
+/// Records a lane takes from its queue at once (one concurrency permit per batch).
 pub(crate) const BATCH: usize = 64;
+/// The lane's queue; the partition's buffer beyond it is the fetcher's stash. The fetcher
+/// refills queues once per loop, and a loop may wait in `poll` for a few milliseconds: the
+/// queue must hold more work than that. With 64 (one batch) lanes starved between refills and
+/// a backlog drained at half the speed (README, Benchmarks).
+pub(crate) const QUEUE: usize = 1024;
 /// Records sent but not yet acknowledged, per lane, before the lane waits for the ack task.
 const MAX_UNACKED: usize = 4096;
 
@@ -148,7 +152,7 @@ pub(crate) fn spawn<P: Processor>(
     metrics: TopicMetrics,
     runtime: &tokio::runtime::Handle,
 ) -> LaneHandle {
-    let (tx, rx) = mpsc::channel(BATCH);
+    let (tx, rx) = mpsc::channel(QUEUE);
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),
@@ -384,8 +388,7 @@ impl<P: Processor> Lane<P> {
     /// Decodes, processes and routes one record, and enqueues what it produces. `None` when
     /// the worker must stop (fatal produce error) or the lane was stopped mid-send.
     async fn handle(&self, state: &mut P::State, raw: RawRecord) -> Option<Pending> {
-        self.metrics.consumed.inc();
-        bump(&self.metrics.stats.consumed);
+        self.metrics.record_consumed();
         let started = std::time::Instant::now();
         let result = match self.ctx.processor.decode(&raw) {
             Err(e) => Err(e),
@@ -403,8 +406,7 @@ impl<P: Processor> Lane<P> {
             }
         };
         self.metrics
-            .processing
-            .observe(started.elapsed().as_secs_f64());
+            .record_processing_time(started.elapsed().as_secs_f64());
         let changes = self.state_changes(state);
         let (kind, outputs) = match result {
             Ok(Outcome::Emit(mut outputs)) => {
@@ -538,14 +540,12 @@ async fn ack_loop<P: Processor>(
 }
 
 fn count_outcome(metrics: &TopicMetrics, kind: &Kind) {
-    let (counter, total) = match kind {
-        Kind::Success => (&metrics.success, &metrics.stats.succeeded),
-        Kind::ReplayDropped => (&metrics.replay_dropped, &metrics.stats.replay_dropped),
-        Kind::Routed(Route::Retry) => (&metrics.retried, &metrics.stats.retried),
-        Kind::Routed(Route::DeadLetter) => (&metrics.dead_lettered, &metrics.stats.dead_lettered),
-    };
-    counter.inc();
-    bump(total);
+    metrics.record_outcome(match kind {
+        Kind::Success => RecordOutcome::Success,
+        Kind::ReplayDropped => RecordOutcome::ReplayDropped,
+        Kind::Routed(Route::Retry) => RecordOutcome::Retried,
+        Kind::Routed(Route::DeadLetter) => RecordOutcome::DeadLettered,
+    });
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -68,7 +68,25 @@ pub struct Metrics {
     restored: IntCounterVec,
     restoring: IntGaugeVec,
     transaction_errors: IntCounterVec,
+    end_to_end_tap: Arc<TapSlot>,
 }
+
+#[derive(Default)]
+struct TapSlot(std::sync::OnceLock<EndToEndTap>);
+
+impl std::fmt::Debug for TapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "TapSlot(set)"
+        } else {
+            "TapSlot(unset)"
+        })
+    }
+}
+
+/// Receives the end-to-end latencies (milliseconds, record timestamp → offset commit) of the
+/// records of one commit of one partition; see [`Metrics::tap_end_to_end`].
+pub type EndToEndTap = Arc<dyn Fn(&[u64]) + Send + Sync>;
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -119,6 +137,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Also hands every end-to-end latency the histogram observes, exactly, to `tap` (the
+    /// benchmark's percentiles come from here, not from histogram buckets). Set once; a second
+    /// call is ignored.
+    pub fn tap_end_to_end(&self, tap: impl Fn(&[u64]) + Send + Sync + 'static) {
+        let _ = self.end_to_end_tap.0.set(Arc::new(tap));
+    }
+
+    pub(crate) fn end_to_end_tap(&self) -> Option<&EndToEndTap> {
+        self.end_to_end_tap.0.get()
+    }
+
     /// Registers every family in `registry`.
     pub fn new(registry: Registry) -> Self {
         let r = &registry;
@@ -264,6 +293,7 @@ impl Metrics {
                  (the transaction is aborted and the partitions rewound), fatal (the worker stops).",
                 &["worker", "class"],
             ),
+            end_to_end_tap: Arc::default(),
             restored: counter(
                 r,
                 "streamfleet_state_restored_records_total",
@@ -471,6 +501,51 @@ pub struct TopicMetrics {
     pub(crate) replay_dropped: IntCounter,
     pub(crate) assigned: IntGauge,
     pub(crate) stats: Arc<WorkerStats>,
+}
+
+/// How a record left its lane: the `outcome` label of `streamfleet_records_processed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Processed; its outputs (if any) were acknowledged.
+    Success,
+    /// Dropped as an exact replay.
+    ReplayDropped,
+    /// Sent to a retry topic.
+    Retried,
+    /// Sent to the dead-letter topic.
+    DeadLettered,
+}
+
+/// The per-record updates, in the order a lane makes them. Public so that the hot-path
+/// micro-benchmark measures exactly what a lane does.
+impl TopicMetrics {
+    /// A lane took the record.
+    pub fn record_consumed(&self) {
+        self.consumed.inc();
+        bump(&self.stats.consumed);
+    }
+
+    /// Decode and process took `seconds`.
+    pub fn record_processing_time(&self, seconds: f64) {
+        self.processing.observe(seconds);
+    }
+
+    /// Its outputs were acknowledged (or it was routed): count the outcome.
+    pub fn record_outcome(&self, outcome: RecordOutcome) {
+        let (counter, total) = match outcome {
+            RecordOutcome::Success => (&self.success, &self.stats.succeeded),
+            RecordOutcome::ReplayDropped => (&self.replay_dropped, &self.stats.replay_dropped),
+            RecordOutcome::Retried => (&self.retried, &self.stats.retried),
+            RecordOutcome::DeadLettered => (&self.dead_lettered, &self.stats.dead_lettered),
+        };
+        counter.inc();
+        bump(total);
+    }
+
+    /// Its offset was committed `seconds` after the record's timestamp.
+    pub fn record_end_to_end(&self, seconds: f64) {
+        self.end_to_end.observe(seconds);
+    }
 }
 
 /// Gauges of one partition.

@@ -79,7 +79,7 @@ pub struct OutputProducer {
     worker: String,
     metrics: Metrics,
     stats: Arc<WorkerStats>,
-    counters: DashMap<String, (IntCounter, IntCounter)>,
+    counters: DashMap<String, (IntCounter, IntCounter), crate::record::FastHash>,
 }
 
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
@@ -118,7 +118,7 @@ impl OutputProducer {
             worker: worker.to_owned(),
             metrics,
             stats,
-            counters: DashMap::new(),
+            counters: DashMap::default(),
         }
     }
 

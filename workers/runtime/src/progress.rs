@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use prometheus::Histogram;
 
 use crate::metrics::{Metrics, PartitionMetrics};
-use crate::record::TopicPartition;
+use crate::record::{FastHash, TopicPartition};
 
 /// Entries kept per partition.
 pub(crate) const MAX_PENDING: usize = 1_000_000;
@@ -50,7 +50,7 @@ pub(crate) struct Progress {
     worker: String,
     group: String,
     metrics: Metrics,
-    books: Mutex<HashMap<TopicPartition, Book>>,
+    books: Mutex<HashMap<TopicPartition, Book, FastHash>>,
 }
 
 impl Progress {
@@ -59,7 +59,7 @@ impl Progress {
             worker: worker.to_owned(),
             group: group.to_owned(),
             metrics,
-            books: Mutex::new(HashMap::new()),
+            books: Mutex::new(HashMap::default()),
         }
     }
 
@@ -98,14 +98,22 @@ impl Progress {
 
     /// Offsets below `offset` are committed: observe their end-to-end latency.
     pub fn committed(&self, tp: &TopicPartition, offset: i64, now_ms: i64) {
+        let tap = self.metrics.end_to_end_tap();
+        let mut tapped = Vec::new();
         if let Some(book) = self.books.lock().expect("progress lock").get_mut(tp) {
             while book.pending.front().is_some_and(|(o, _)| *o < offset) {
                 let (_, ts) = book.pending.pop_front().expect("checked");
-                book.end_to_end
-                    .observe((now_ms - ts).max(0) as f64 / 1000.0);
+                let ms = (now_ms - ts).max(0);
+                book.end_to_end.observe(ms as f64 / 1000.0);
+                if tap.is_some() {
+                    tapped.push(ms as u64);
+                }
             }
             book.committed = Some(offset);
             book.gauges.committed.set(offset);
+        }
+        if let Some(tap) = tap.filter(|_| !tapped.is_empty()) {
+            tap(&tapped);
         }
     }
 
@@ -155,6 +163,7 @@ impl Progress {
 mod tests {
     use super::*;
     use prometheus::Encoder as _;
+    use std::sync::Arc;
 
     fn text(m: &Metrics) -> String {
         let mut buf = Vec::new();
@@ -212,5 +221,20 @@ mod tests {
         assert!((e2e.get_sample_sum() - 1.0).abs() < 1e-9);
         p.committed(&tp, 2, 2_000);
         assert_eq!(e2e.get_sample_count(), 2);
+    }
+
+    #[test]
+    fn the_end_to_end_tap_sees_each_committed_record_once_in_milliseconds() {
+        let (m, p, tp) = setup();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        m.tap_end_to_end(move |ms| s.lock().unwrap().push(ms.to_vec()));
+        p.fetched(&tp, 0, Some(1_000));
+        p.fetched(&tp, 1, Some(1_200));
+        p.fetched(&tp, 2, Some(1_900));
+        p.committed(&tp, 2, 2_000);
+        p.committed(&tp, 2, 2_500);
+        p.committed(&tp, 3, 2_050);
+        assert_eq!(*seen.lock().unwrap(), vec![vec![1_000, 800], vec![150]]);
     }
 }

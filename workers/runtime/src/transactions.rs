@@ -183,6 +183,22 @@ impl Transactions {
         unreachable!("the loop returns")
     }
 
+    /// Waits until every record in flight is delivered (or failed), so that the commit finds
+    /// nothing to flush. rust-rdkafka's `commit_transaction` flushes by polling in 100 ms
+    /// steps, and its `poll` always waits out its timeout, so a commit with anything in flight
+    /// took 100 ms however fast the broker answered. Here the delivery reports are served by
+    /// the producer's own polling thread, and this only watches the count, in small steps;
+    /// `flush(0)` also tells librdkafka to send what lingers at once. Gives up after the call
+    /// timeout: `commit_transaction` then meets the stuck record and classifies its error.
+    fn await_deliveries(&self) {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut pause = Duration::from_micros(50);
+        while self.producer.inner().flush(Duration::ZERO).is_err() && Instant::now() < deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
     fn fatal(&self, e: &KafkaError) -> Fatal {
         self.metrics.transaction_error(&self.worker, "fatal");
         let fatal = self.classify_fatal(e);
@@ -279,6 +295,7 @@ impl Transactions {
                 };
             }
         }
+        self.await_deliveries();
         match self.call("commit_transaction", || {
             self.producer.inner().commit_transaction(CALL_TIMEOUT)
         }) {

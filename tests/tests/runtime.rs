@@ -211,6 +211,42 @@ async fn a_full_lane_pauses_its_partition_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_memory_budget_pauses_a_partition_before_its_record_count_does() {
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let (input, output) = topics(&broker, 1).await;
+    // 1200 records of about 3 KiB (3.5 MiB) on one partition, a 1 MiB budget and a record
+    // bound that never binds: only the byte bound can pause the partition.
+    let pad = "x".repeat(3 * 1024);
+    let batch: Vec<(String, Vec<u8>)> = records(4, 0..300)
+        .into_iter()
+        .map(|(k, v)| {
+            let mut v = v;
+            v.extend_from_slice(format!(":pad-{pad}").as_bytes());
+            (k, v)
+        })
+        .collect();
+    produce_all(&producer(&bootstrap), &input, &batch).await;
+    let mut cfg = test_config(
+        &bootstrap,
+        &unique("group"),
+        vec![(input.clone(), no_retries())],
+    );
+    cfg.lane_capacity = 1_000_000;
+    cfg.max_buffered_mib = 1;
+    let w = TestWorker::start(cfg, Echo::slow(&output, Duration::from_millis(1)));
+    wait_until(WAIT, "all 1200 processed", || {
+        w.snapshot().succeeded == 1200
+    })
+    .await;
+    let stats = w.stop().await.expect("clean").stats;
+    assert!(stats.pauses > 0, "the byte budget paused the partition");
+    assert_eq!(stats.consumed, 1200, "every record handed to the lane once");
+    let outputs = per_key(&read_topic(&bootstrap, &output, Isolation::ReadUncommitted).await);
+    assert_exact_in_order(&outputs, 4, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_records_are_dead_lettered_and_the_worker_keeps_going() {
     let broker = Broker::mock();
     let bootstrap = broker.bootstrap();

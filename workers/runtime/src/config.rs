@@ -277,6 +277,11 @@ pub struct WorkerArgs {
     /// of them are processed).
     #[arg(long, env = "STREAMFLEET_LANE_CAPACITY", default_value_t = WorkerConfig::DEFAULT_LANE_CAPACITY)]
     pub lane_capacity: usize,
+    /// Memory for fetched records waiting for their lane, in MiB, shared by every assigned
+    /// partition: a partition is also paused once it holds its share (this divided by the
+    /// assigned partitions), so the bound holds however many partitions a worker gets.
+    #[arg(long, env = "STREAMFLEET_MAX_BUFFERED_MIB", default_value_t = WorkerConfig::DEFAULT_MAX_BUFFERED_MIB)]
+    pub max_buffered_mib: usize,
     /// Partitions processed at the same time, at most.
     #[arg(long, env = "STREAMFLEET_MAX_CONCURRENCY", default_value_t = WorkerConfig::DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
@@ -326,6 +331,8 @@ pub struct WorkerConfig {
     pub assignment_strategy: AssignmentStrategy,
     /// Per-partition queue bound.
     pub lane_capacity: usize,
+    /// Worker-wide bound on the bytes of buffered records, in MiB.
+    pub max_buffered_mib: usize,
     /// Concurrently processed partitions.
     pub max_concurrency: usize,
     /// Delivery guarantee.
@@ -351,6 +358,8 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// Default per-partition queue bound.
     pub const DEFAULT_LANE_CAPACITY: usize = 10_000;
+    /// Default worker-wide buffer for fetched records, in MiB.
+    pub const DEFAULT_MAX_BUFFERED_MIB: usize = 64;
     /// Default concurrency bound.
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
     /// Default records per transaction before an early commit.
@@ -370,6 +379,7 @@ impl WorkerConfig {
             instance_id: None,
             assignment_strategy: AssignmentStrategy::CooperativeSticky,
             lane_capacity: Self::DEFAULT_LANE_CAPACITY,
+            max_buffered_mib: Self::DEFAULT_MAX_BUFFERED_MIB,
             max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
             guarantee: ProcessingGuarantee::AtLeastOnce,
             commit_interval: ProcessingGuarantee::AtLeastOnce.default_commit_interval(),
@@ -402,6 +412,7 @@ impl WorkerConfig {
         config.instance_id = args.instance_id.clone();
         config.assignment_strategy = args.assignment_strategy;
         config.lane_capacity = args.lane_capacity;
+        config.max_buffered_mib = args.max_buffered_mib;
         config.max_concurrency = args.max_concurrency;
         config.guarantee = args.processing_guarantee;
         config.commit_interval = args
@@ -436,6 +447,12 @@ impl WorkerConfig {
         if self.lane_capacity == 0 {
             return Err(ConfigError::invalid(
                 "--lane-capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.max_buffered_mib == 0 {
+            return Err(ConfigError::invalid(
+                "--max-buffered-mib",
                 "must be at least 1",
             ));
         }

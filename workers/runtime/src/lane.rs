@@ -28,7 +28,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
@@ -123,6 +123,9 @@ pub(crate) struct LaneShared {
     /// (exactly once: enqueued in the open transaction), and all before it. `-1` until the
     /// first record completes.
     pub committable: AtomicI64,
+    /// [`RawRecord::footprint`] of the records in the lane's queue: added by the fetcher
+    /// when it queues one, subtracted when the lane takes it (the fetcher's memory bound).
+    pub queued_bytes: AtomicUsize,
 }
 
 /// A running lane, owned by the fetcher's partition table.
@@ -156,6 +159,7 @@ pub(crate) fn spawn<P: Processor>(
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),
+        queued_bytes: AtomicUsize::new(0),
     });
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
@@ -204,6 +208,8 @@ impl<P: Processor> Lane<P> {
             if received == 0 {
                 break;
             }
+            let taken: usize = batch.iter().map(RawRecord::footprint).sum();
+            self.shared.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
             // The permit and the state lock are held across a batch, and both are released
             // before a retry record waits for its due time: the state is shared with the
             // source partition's lane, which must keep flowing meanwhile.

@@ -62,6 +62,18 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// Bytes this record holds in memory, approximately: the struct and its buffers.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| std::mem::size_of::<(String, Vec<u8>)>() + k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// The first header with this key, if any.
     pub fn header(&self, key: &str) -> Option<&[u8]> {
         header(&self.headers, key)

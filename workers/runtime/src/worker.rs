@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clients;
 use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
-use crate::fetcher::{self, FetchContext};
+use crate::fetcher::{self, BufferBound, FetchContext};
 use crate::health::{Health, HealthHandle};
 use crate::lane::{ChangelogTopics, FatalSignal, LaneContext};
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
@@ -159,7 +159,10 @@ impl<P: Processor> Worker<P> {
             config.group_id.clone(),
             lane_ctx,
             tokio::runtime::Handle::current(),
-            config.lane_capacity,
+            BufferBound {
+                records: config.lane_capacity,
+                bytes: config.max_buffered_mib.saturating_mul(1 << 20),
+            },
             config.revoke_timeout,
             self.metrics.clone(),
             self.stats.clone(),

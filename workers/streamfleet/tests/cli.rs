@@ -45,6 +45,17 @@ fn configuration_errors_name_the_field_and_exit_2() {
                 "booking",
                 "--brokers",
                 "localhost:1",
+                "--max-buffered-mib",
+                "0",
+            ],
+            "--max-buffered-mib",
+        ),
+        (
+            &[
+                "worker",
+                "booking",
+                "--brokers",
+                "localhost:1",
                 "-X",
                 "linger.ms=banana",
             ],

@@ -62,6 +62,138 @@ pub enum Command {
     /// HTTP health check for container runtimes without curl: GET the URL, exit 0 on a 2xx
     /// answer and 1 otherwise (`streamfleet probe http://127.0.0.1:8080/health/ready`).
     Probe(ProbeArgs),
+    /// Run librdkafka's mock cluster as a standalone process on loopback, print its bootstrap
+    /// servers on stdout, and serve until interrupted: any Kafka client can use it.
+    DevCluster(DevClusterArgs),
+    /// Measure throughput, end-to-end latency, CPU and memory of one worker over a seeded
+    /// backlog (or a fixed input rate), per processing mode.
+    Bench(BenchArgs),
+    /// One measured worker of `streamfleet bench` (internal: started by it, settings from
+    /// the BENCH_* environment).
+    #[command(hide = true)]
+    BenchWorker,
+}
+
+/// `streamfleet bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Mode to measure (repeatable, in this order) [default: passthrough, at-least-once,
+    /// exactly-once].
+    #[arg(long = "mode", value_enum)]
+    pub modes: Vec<BenchMode>,
+    /// Booking events to seed (keyed, Avro).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Partitions of the input and output topics.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Runs per mode; the report shows the median of each figure.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Produce the input at this many records/s while the worker runs, instead of seeding a
+    /// backlog first (latency at a known load).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Skip the latency run (at-least-once at half of its measured throughput) that follows
+    /// the backlog runs.
+    #[arg(long)]
+    pub no_latency_run: bool,
+    /// Commit interval of the latency runs, and of every at-least-once run under --rate:
+    /// end-to-end latency is measured to the offset commit, so it cannot be below it.
+    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    pub latency_commit_interval: Duration,
+    /// Exactly-once commit interval.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub commit_interval: Duration,
+    /// Also run a peer over the same input on the same cluster and report our figures as
+    /// ratios of its: `MODE=COMMAND` (repeatable; see scripts/bench-peers).
+    #[arg(long = "peer", value_name = "MODE=COMMAND", value_parser = parse_peer)]
+    pub peers: Vec<(BenchMode, String)>,
+    /// Measure on the embedded cluster (the default without --brokers), even when
+    /// STREAMFLEET_BROKERS is set.
+    #[arg(long)]
+    pub embedded: bool,
+    /// Brokers of the embedded cluster.
+    #[arg(long, default_value_t = 3)]
+    pub embedded_brokers: i32,
+    /// Keep the benchmark topics on an external cluster (they are deleted by default).
+    #[arg(long)]
+    pub keep_topics: bool,
+    /// Cluster: --brokers measures against an existing cluster instead of an embedded one.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a benchmark run measures.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchMode {
+    /// Consume → produce the bytes unchanged, at-least-once: the client and broker alone.
+    Passthrough,
+    /// The booking processor (Avro decode, validation, encode), at-least-once.
+    AtLeastOnce,
+    /// The booking processor, exactly-once (transactions).
+    ExactlyOnce,
+}
+
+impl BenchMode {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Passthrough => "passthrough",
+            BenchMode::AtLeastOnce => "at-least-once",
+            BenchMode::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+fn parse_peer(s: &str) -> Result<(BenchMode, String), String> {
+    use clap::ValueEnum as _;
+    let (mode, command) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MODE=COMMAND, got {s:?}"))?;
+    let mode = BenchMode::from_str(mode, false).map_err(|e| format!("{mode:?}: {e}"))?;
+    if command.trim().is_empty() {
+        return Err("the peer command is empty".into());
+    }
+    Ok((mode, command.to_owned()))
+}
+
+/// `streamfleet dev-cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct DevClusterArgs {
+    /// Brokers in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub brokers: i32,
+    /// Topics file whose topics (declared and derived) are created.
+    #[command(flatten)]
+    pub topics: TopicsArgs,
+    /// Create none of the topics file's topics.
+    #[arg(long)]
+    pub no_topics: bool,
+    /// Also create this topic, `NAME:PARTITIONS` (repeatable).
+    #[arg(long = "topic", value_name = "NAME:PARTITIONS", value_parser = parse_topic_partitions)]
+    pub extra_topics: Vec<(String, i32)>,
+}
+
+fn parse_topic_partitions(s: &str) -> Result<(String, i32), String> {
+    let (name, partitions) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected NAME:PARTITIONS, got {s:?}"))?;
+    let partitions: i32 = partitions
+        .parse()
+        .map_err(|_| format!("{partitions:?} is not a partition count"))?;
+    if name.is_empty() || partitions < 1 {
+        return Err(format!(
+            "expected NAME:PARTITIONS with PARTITIONS >= 1, got {s:?}"
+        ));
+    }
+    Ok((name.to_owned(), partitions))
 }
 
 /// `streamfleet probe`.

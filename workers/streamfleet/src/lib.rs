@@ -2,6 +2,7 @@
 //! binary runs.
 
 pub mod accounting;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod dlq;

@@ -7,6 +7,12 @@ use streamfleet_runtime::WorkerError;
 use streamfleet_runtime::config::ConfigError;
 use streamfleet_runtime::telemetry;
 
+/// mimalloc instead of glibc's allocator: a worker allocates and frees a few small buffers
+/// per record on many threads, and glibc's malloc/free were a fifth of the CPU profile
+/// (README, Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Restores the default SIGPIPE action, so `streamfleet topics list | head` ends quietly
 /// like any Unix tool instead of panicking on a closed stdout (Rust ignores SIGPIPE). Only
 /// for the short-lived commands that print: a worker keeps SIGPIPE ignored, so a write to a
@@ -23,7 +29,11 @@ fn default_sigpipe() {
 fn main() {
     let cli = Cli::parse();
     let long_running = match &cli.command {
-        Command::Worker(_) | Command::Demo(_) => true,
+        Command::Worker(_)
+        | Command::Demo(_)
+        | Command::DevCluster(_)
+        | Command::Bench(_)
+        | Command::BenchWorker => true,
         Command::Lag(args) => !args.once,
         _ => false,
     };
@@ -56,6 +66,9 @@ fn main() {
             Command::Seed(args) => commands::sequence::seed(args).await,
             Command::Verify(args) => commands::sequence::verify(args).await,
             Command::Probe(args) => commands::probe::run(args).await,
+            Command::DevCluster(args) => commands::dev_cluster::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
+            Command::BenchWorker => commands::bench_worker::run().await,
         }
     });
     let code = match result {

@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod bench_worker;
 pub mod demo;
+pub mod dev_cluster;
 pub mod dlq;
 pub mod lag;
 pub mod probe;

@@ -1,0 +1,330 @@
+//! `streamfleet dev-cluster` and `streamfleet bench` as users run them (debug build, small
+//! inputs): the cluster serves an ordinary client and stops cleanly; the benchmark reports
+//! every mode, loses nothing, and fails when a participant loses records or when the
+//! embedded cluster cannot hold the input. Speed is never asserted here: the figures are the
+//! benchmark's output, not a test's.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamfleet");
+
+/// A running `streamfleet dev-cluster` and the bootstrap servers it printed.
+struct DevCluster {
+    child: Child,
+    bootstrap: String,
+}
+
+impl DevCluster {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("dev-cluster")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("streamfleet runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("reads stdout");
+        let bootstrap = line.trim().to_owned();
+        assert!(
+            !bootstrap.is_empty() && bootstrap.split(',').all(|b| b.contains("127.0.0.1:")),
+            "the first stdout line is the bootstrap list, got {line:?}"
+        );
+        Self { child, bootstrap }
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    fn stop(self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = self.child.wait_with_output().expect("exits");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Option<usize> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+}
+
+#[test]
+fn dev_cluster_serves_an_ordinary_client_and_stops_on_sigterm() {
+    let cluster = DevCluster::start(&["--brokers", "2", "--no-topics", "--topic", "smoke:3"]);
+    let config = |extra: &[(&str, &str)]| {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &cluster.bootstrap);
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        config(&[]).create().expect("producer");
+    for i in 0..30 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        producer
+            .send(BaseRecord::to("smoke").key(&key).payload(&value))
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+    }
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("acknowledged");
+
+    let consumer: BaseConsumer = config(&[("group.id", "smoke-reader")])
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(md.brokers().len(), 2, "--brokers 2");
+    assert_eq!(
+        partitions_of(&consumer, "smoke"),
+        Some(3),
+        "--topic smoke:3"
+    );
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("smoke", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut values = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while values.len() < 30 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values
+                .push(String::from_utf8(rdkafka::Message::payload(&m).unwrap().to_vec()).unwrap());
+        }
+    }
+    values.sort();
+    let mut expected: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected, "every record produced is read back once");
+    drop((consumer, producer));
+
+    let (code, stderr) = cluster.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("dev-cluster: stopped"), "{stderr}");
+}
+
+#[test]
+fn dev_cluster_creates_the_topics_of_the_topics_file() {
+    let topics = streamfleet_tests::repo().join("topics.yaml");
+    let cluster = DevCluster::start(&["--brokers", "1", "--topics", topics.to_str().unwrap()]);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .expect("consumer");
+    for (topic, partitions) in [
+        ("booking-events", 12),
+        ("inventory-events", 24),
+        ("payment-events", 6),
+        ("booking-events-retry-1000", 12),
+        ("booking-events-dlt", 12),
+    ] {
+        assert_eq!(
+            partitions_of(&consumer, topic),
+            Some(partitions),
+            "{topic} from topics.yaml"
+        );
+    }
+    drop(consumer);
+    let (code, stderr) = cluster.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("streamfleet runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bench_reports_every_mode_and_loses_nothing() {
+    let out = bench(&[
+        "--records",
+        "2000",
+        "--partitions",
+        "3",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(report["records"], 2000);
+    let runs = report["runs"].as_array().expect("runs");
+    let run = |mode: &str, live: bool| {
+        runs.iter()
+            .find(|r| r["participant"] == mode && r["rate"].is_null() != live)
+            .unwrap_or_else(|| panic!("a {mode} run (live: {live}) in {report:#}"))
+    };
+    for mode in ["passthrough", "at-least-once", "exactly-once"] {
+        let r = run(mode, false);
+        assert_eq!(r["records"], 2000, "{mode}");
+        assert!(r["records_per_sec"].as_f64().unwrap() > 0.0, "{mode}");
+        assert!(r["cpu_seconds"].as_f64().unwrap() > 0.0, "{mode}");
+        assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{mode}");
+        // Every record's latency is observed at its commit.
+        assert_eq!(r["latency_ms"]["samples"], 2000, "{mode}");
+        let l = &r["latency_ms"];
+        assert!(l["p50"].as_f64() <= l["p99"].as_f64() && l["p99"].as_f64() <= l["max"].as_f64());
+    }
+    // Passthrough copies every record; the booking processor emits one inventory event per
+    // new or cancelled booking (not per confirmation), the same in both guarantees.
+    assert_eq!(run("passthrough", false)["output_records"], 2000);
+    let alo = run("at-least-once", false)["output_records"]
+        .as_u64()
+        .unwrap();
+    assert!(alo > 0 && alo < 2000, "{alo}");
+    assert_eq!(run("exactly-once", false)["output_records"], alo);
+    // The latency run: at-least-once at a fixed rate, half of the measured maximum.
+    let latency = run("at-least-once", true);
+    assert!(latency["rate"].as_u64().unwrap() > 0);
+    assert_eq!(latency["output_records"], alo);
+    let goals: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["goal"].as_str().unwrap())
+        .collect();
+    assert!(goals.iter().any(|g| g.contains("passthrough")), "{goals:?}");
+    assert!(
+        goals
+            .iter()
+            .any(|g| g.contains("exactly-once / at-least-once")),
+        "{goals:?}"
+    );
+    assert!(goals.iter().any(|g| g.contains("peak RSS")), "{goals:?}");
+}
+
+#[test]
+fn a_peer_that_loses_records_fails_the_benchmark() {
+    // Speaks the protocol (ready, result) but copies nothing.
+    let fake = r#"echo ready; echo 'result {"records":1000,"seconds":0.5,"records_per_sec":2000.0,"cpu_seconds":0.1,"peak_rss_bytes":1048576}'"#;
+    let out = bench(&[
+        "--records",
+        "1000",
+        "--partitions",
+        "2",
+        "--runs",
+        "1",
+        "--mode",
+        "passthrough",
+        "--no-latency-run",
+        "--peer",
+        &format!("passthrough={fake}"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("peer passthrough: 0 output records for 1000 input records"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_input_the_embedded_cluster_cannot_hold_is_refused() {
+    // librdkafka's mock broker keeps 5 MiB of batches per partition (about 120,000 booking
+    // events): 300,000 do not fit in one, and the benchmark says so instead of measuring a
+    // truncated input.
+    let out = bench(&[
+        "--records",
+        "300000",
+        "--partitions",
+        "1",
+        "--runs",
+        "1",
+        "--mode",
+        "passthrough",
+        "--no-latency-run",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("of the 300000 records seeded"), "{err}");
+    assert!(err.contains("more --partitions"), "{err}");
+}
+
+#[test]
+fn bench_peers_runs_the_python_copiers_beside_ours() {
+    // scripts/bench-peers with Debian's python3-confluent-kafka (tests/run installs it).
+    let python = std::path::Path::new("/usr/bin/python3");
+    let importable = Command::new(python)
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        importable,
+        "/usr/bin/python3 cannot import confluent_kafka: install Debian's \
+         python3-confluent-kafka package (tests/run does)"
+    );
+    let out = Command::new(streamfleet_tests::repo().join("scripts/bench-peers"))
+        .args(["--records", "2000", "--partitions", "3", "--runs", "1"])
+        .args(["--no-latency-run", "--json"])
+        .env("STREAMFLEET_BIN", BIN)
+        .output()
+        .expect("scripts/bench-peers runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    let run = |participant: &str| {
+        runs.iter()
+            .find(|r| r["participant"] == participant)
+            .unwrap_or_else(|| panic!("a {participant} run in {report:#}"))
+    };
+    // The copiers copy every record, in their own mode; ours process them.
+    for mode in ["at-least-once", "exactly-once"] {
+        let peer = run(&format!("peer {mode}"));
+        assert_eq!(peer["mode"], mode);
+        assert_eq!(peer["records"], 2000, "{peer:#}");
+        assert_eq!(peer["output_records"], 2000, "{peer:#}");
+        assert!(peer["records_per_sec"].as_f64().unwrap() > 0.0);
+        assert_eq!(run(mode)["records"], 2000);
+    }
+    let goals: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["goal"].as_str().unwrap())
+        .collect();
+    for mode in ["at-least-once", "exactly-once"] {
+        assert!(
+            goals
+                .iter()
+                .any(|g| g.contains(&format!("{mode} / peer {mode}"))),
+            "a ratio to the {mode} peer in {goals:?}"
+        );
+    }
+}

@@ -328,3 +328,55 @@ fn bench_peers_runs_the_python_copiers_beside_ours() {
         );
     }
 }
+
+fn bench_topics(bootstrap: &str) -> std::collections::BTreeSet<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|t| t.starts_with("bench-"))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
+fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
+    let bootstrap = streamfleet_tests::Broker::real().bootstrap();
+    let before = bench_topics(&bootstrap);
+    let out = bench(&[
+        "--brokers",
+        &bootstrap,
+        "--records",
+        "1000",
+        "--partitions",
+        "3",
+        "--runs",
+        "1",
+        "--no-latency-run",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(report["cluster"], bootstrap.as_str());
+    let runs = report["runs"].as_array().expect("runs");
+    let outputs = |mode: &str| {
+        runs.iter()
+            .find(|r| r["participant"] == mode)
+            .map(|r| r["output_records"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("a {mode} run in {report:#}"))
+    };
+    assert_eq!(outputs("passthrough"), 1000);
+    assert!(outputs("at-least-once") > 0);
+    assert_eq!(outputs("exactly-once"), outputs("at-least-once"));
+    let left: Vec<String> = bench_topics(&bootstrap)
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "topics left behind: {left:?}");
+}

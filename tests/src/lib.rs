@@ -16,7 +16,7 @@ use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use streamfleet_runtime::RawRecord;
@@ -152,6 +152,15 @@ pub fn tool(name: &str, debian_package: &str) -> std::path::PathBuf {
     })
 }
 
+/// Sends `sig` (as `kill` spells it: `-TERM`, `-STOP`, ...) to a child process.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {}: {status}", child.id());
+}
+
 /// A unique name: `<prefix>-<random>`.
 pub fn unique(prefix: &str) -> String {
     let n: u64 = rand::rng().random();
@@ -251,27 +260,7 @@ pub fn read_all_blocking(bootstrap: &str, topic: &str, isolation: Isolation) -> 
             "reading {topic} timed out before {ends:?}"
         );
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(RawRecord {
-                topic: m.topic().into(),
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => out.push(RawRecord::from_message(&m, m.topic().into())),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
         }

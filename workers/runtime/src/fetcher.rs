@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::error::TrySendError;
@@ -690,28 +690,7 @@ impl TopicNames {
 }
 
 pub(crate) fn raw_record(names: &mut TopicNames, m: &BorrowedMessage<'_>) -> RawRecord {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    RawRecord {
-        topic: names.get(m.topic()),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp: m.timestamp().to_millis(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
-    }
+    RawRecord::from_message(m, names.get(m.topic()))
 }
 
 /// Runs the fetch loop until `stop` fires, then shuts down within `shutdown_timeout`:

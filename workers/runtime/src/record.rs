@@ -61,7 +61,38 @@ pub struct RawRecord {
     pub headers: Headers,
 }
 
+/// The headers of a consumed Kafka message, in order (a null header value becomes empty).
+pub fn message_headers<M: rdkafka::Message>(m: &M) -> Headers {
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl RawRecord {
+    /// A copy of a consumed message; `topic` is passed in so that a caller reading many
+    /// records can share one allocation per topic name.
+    pub fn from_message<M: rdkafka::Message>(m: &M, topic: Arc<str>) -> Self {
+        Self {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: message_headers(m),
+        }
+    }
+
     /// Bytes this record holds in memory, approximately: the struct and its buffers.
     pub fn footprint(&self) -> usize {
         std::mem::size_of::<Self>()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use streamfleet_runtime::clients;
 use streamfleet_runtime::config::{ClientScope, KafkaProperty};
@@ -102,19 +102,7 @@ fn fetched(m: &rdkafka::message::BorrowedMessage<'_>) -> Fetched {
         timestamp: m.timestamp().to_millis(),
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
-        headers: m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        headers: streamfleet_runtime::record::message_headers(m),
     }
 }
 

@@ -45,14 +45,7 @@ impl DevCluster {
 
     /// SIGTERM, then the exit status and stderr.
     fn stop(self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        streamfleet_tests::signal(&self.child, "-TERM");
         let out = self.child.wait_with_output().expect("exits");
         (
             out.status.code(),

@@ -241,14 +241,7 @@ struct Running {
 impl Running {
     fn sigterm_and_wait(self) -> (Option<i32>, String, Duration) {
         let started = Instant::now();
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        streamfleet_tests::signal(&self.child, "-TERM");
         let out = self.child.wait_with_output().expect("exits");
         (
             out.status.code(),

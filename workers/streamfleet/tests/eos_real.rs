@@ -136,16 +136,6 @@ impl Cluster {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 fn stop(mut child: Child) {
     signal(&child, "-TERM");
     let _ = child.wait();

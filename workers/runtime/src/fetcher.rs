@@ -37,7 +37,8 @@
 //! Pausing is not free (librdkafka drops its prefetched records of the partition and the
 //! re-fetch may wait behind a long-poll fetch, up to `fetch.wait.max.ms`), hence the
 //! hysteresis: pause at the high-water mark, resume at half, so a paused partition still has
-//! half a buffer of work while fetching restarts.
+//! half a buffer of work while fetching restarts. A resume also wakes the leader's connection
+//! thread, which librdkafka otherwise leaves asleep for up to a second ([`crate::wakeup`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -61,6 +62,7 @@ use crate::progress::Progress;
 use crate::record::{FastHash, RawRecord, TopicPartition};
 use crate::state::StateSlot;
 use crate::transactions::Finished;
+use crate::wakeup::LeaderWakeup;
 
 /// How long `poll` blocks when nothing is paused, and when something is.
 const POLL_IDLE: Duration = Duration::from_millis(100);
@@ -111,6 +113,8 @@ pub(crate) struct FetchContext<P: Processor> {
     pub metrics: Metrics,
     pub stats: Arc<WorkerStats>,
     pub health: HealthHandle,
+    /// Wakes the leader of each resumed partition (see [`crate::wakeup`]).
+    wakeup: LeaderWakeup,
 }
 
 impl<P: Processor> FetchContext<P> {
@@ -143,6 +147,7 @@ impl<P: Processor> FetchContext<P> {
             metrics,
             stats,
             health,
+            wakeup: LeaderWakeup::default(),
         }
     }
 
@@ -396,7 +401,7 @@ impl<P: Processor> FetchContext<P> {
             }
         }
         for tp in &paused {
-            pause(consumer, tp, false);
+            self.resume(consumer, tp);
         }
         let mut tpl = TopicPartitionList::new();
         for tp in &tps {
@@ -535,6 +540,12 @@ impl<P: Processor> FetchContext<P> {
         self.bound.bytes / assigned as usize
     }
 
+    /// Resumes a paused partition and wakes its leader's connection thread.
+    fn resume(&self, consumer: &BaseConsumer<Self>, tp: &TopicPartition) {
+        pause(consumer, tp, false);
+        self.wakeup.wake(tp);
+    }
+
     /// Moves stashed records into lanes that have room; resumes partitions whose stash is
     /// down to half of both bounds. Returns whether anything is still stashed.
     fn drain_stashes(&self, consumer: &BaseConsumer<Self>) -> bool {
@@ -569,7 +580,7 @@ impl<P: Processor> FetchContext<P> {
             if stash.paused && stash.queue.len() <= low_records && stash.bytes + queued <= low_bytes
             {
                 stash.paused = false;
-                pause(consumer, tp, false);
+                self.resume(consumer, tp);
             }
             !stash.queue.is_empty() || stash.paused
         });
@@ -703,7 +714,16 @@ pub(crate) fn run<P: Processor>(
     commit_records: u64,
     shutdown_timeout: Duration,
 ) -> bool {
+    let consumer = Arc::new(consumer);
     let ctx = consumer.context().clone();
+    let wakeup = match ctx.wakeup.start(Arc::downgrade(&consumer), &ctx.worker) {
+        Ok(running) => Some(running),
+        Err(e) => {
+            tracing::warn!(worker = %ctx.worker, error = %e,
+                "cannot start the wake-up thread; resumed partitions may wait up to 1 s");
+            None
+        }
+    };
     let mut names = TopicNames::default();
     let mut last_commit = Instant::now();
     let mut last_publish = Instant::now();
@@ -770,6 +790,9 @@ pub(crate) fn run<P: Processor>(
         ctx.commit_offsets(&consumer, &finished);
     }
     ctx.forget(&tps);
+    if let Some(running) = wakeup {
+        ctx.wakeup.stop(running);
+    }
     drop(consumer);
     let in_time = Instant::now() <= deadline && flushed;
     tracing::info!(worker = %ctx.worker, lanes = lanes_in_flight, in_time, "consumer closed");

@@ -45,6 +45,7 @@ pub mod state;
 pub mod telemetry;
 pub mod topology;
 mod transactions;
+mod wakeup;
 pub mod worker;
 
 pub use lane::now_ms;

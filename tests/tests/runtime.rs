@@ -235,8 +235,21 @@ async fn the_memory_budget_pauses_a_partition_before_its_record_count_does() {
     cfg.lane_capacity = 1_000_000;
     cfg.max_buffered_mib = 1;
     let w = TestWorker::start(cfg, Echo::slow(&output, Duration::from_millis(1)));
+    let mut peak = 0;
     wait_until(WAIT, "all 1200 processed", || {
-        w.snapshot().succeeded == 1200
+        let s = w.snapshot();
+        peak = peak.max(s.buffered_bytes);
+        s.succeeded == 1200
+    })
+    .await;
+    assert!(
+        peak > 0,
+        "the held bytes were counted while records were processed"
+    );
+    // The budget counts a record until its outputs are acknowledged: once all are, nothing
+    // is held (a leak here would keep the partition paused for good).
+    wait_until(WAIT, "the buffers emptied", || {
+        w.snapshot().buffered_bytes == 0
     })
     .await;
     let stats = w.stop().await.expect("clean").stats;

@@ -277,9 +277,10 @@ pub struct WorkerArgs {
     /// of them are processed).
     #[arg(long, env = "STREAMFLEET_LANE_CAPACITY", default_value_t = WorkerConfig::DEFAULT_LANE_CAPACITY)]
     pub lane_capacity: usize,
-    /// Memory for fetched records waiting for their lane, in MiB, shared by every assigned
-    /// partition: a partition is also paused once it holds its share (this divided by the
-    /// assigned partitions), so the bound holds however many partitions a worker gets.
+    /// Memory for fetched records until their outputs are acknowledged (waiting, in
+    /// processing, in flight, outputs included), in MiB, shared by every assigned partition:
+    /// a partition is also paused once it holds its share (this divided by the assigned
+    /// partitions), so the bound holds however many partitions a worker gets.
     #[arg(long, env = "STREAMFLEET_MAX_BUFFERED_MIB", default_value_t = WorkerConfig::DEFAULT_MAX_BUFFERED_MIB)]
     pub max_buffered_mib: usize,
     /// Partitions processed at the same time, at most.
@@ -331,7 +332,7 @@ pub struct WorkerConfig {
     pub assignment_strategy: AssignmentStrategy,
     /// Per-partition queue bound.
     pub lane_capacity: usize,
-    /// Worker-wide bound on the bytes of buffered records, in MiB.
+    /// Worker-wide bound on the bytes of records held from fetch to acknowledgement, in MiB.
     pub max_buffered_mib: usize,
     /// Concurrently processed partitions.
     pub max_concurrency: usize,

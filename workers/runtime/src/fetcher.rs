@@ -28,9 +28,11 @@
 //!
 //! Two bounds pause a partition, whichever is reached first: `--lane-capacity` records in its
 //! stash, or its share of `--max-buffered-mib` (the budget divided by the partitions
-//! assigned) in bytes of stashed records. The first keeps one partition from hoarding; the
-//! second keeps the worker's memory bounded however many partitions it is assigned (measured:
-//! 64 partitions × 10,000 records held over 400 MiB before it existed).
+//! assigned) in bytes of the records it holds from fetch to acknowledgement: stashed, queued,
+//! in processing, or awaiting delivery together with their outputs. The first keeps one
+//! partition from hoarding; the second keeps the worker's memory bounded however many
+//! partitions it is assigned (measured: 64 partitions × 10,000 records held over 400 MiB
+//! before it existed). The total is published as `streamfleet_buffered_bytes`.
 //!
 //! Pausing never loses or reorders records: librdkafka resumes fetching at the position after
 //! the last record it handed over, and the stash holds the ones handed over but not yet queued.
@@ -464,12 +466,12 @@ impl<P: Processor> FetchContext<P> {
             stash.bytes += bytes;
             stash.queue.push_back(raw);
             if !stash.paused {
-                let queued = self
+                let held = self
                     .lanes
                     .get(&tp)
-                    .map_or(0, |l| l.shared.queued_bytes.load(Ordering::Relaxed));
+                    .map_or(0, |l| l.shared.held_bytes.load(Ordering::Relaxed));
                 if stash.queue.len() >= self.bound.records
-                    || stash.bytes + queued >= self.partition_bytes()
+                    || stash.bytes + held >= self.partition_bytes()
                 {
                     stash.paused = true;
                     self.paused(consumer, &tp);
@@ -486,9 +488,9 @@ impl<P: Processor> FetchContext<P> {
         if !self.first_offsets.contains_key(&tp) {
             self.first_offsets.insert(tp.clone(), raw.offset);
         }
-        let queued = lane.shared.queued_bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + bytes > self.partition_bytes() {
-            // The lane's queue holds the partition's share of memory already.
+        let held = lane.shared.held_bytes.load(Ordering::Relaxed);
+        if held > 0 && held + bytes > self.partition_bytes() {
+            // The lane holds the partition's share of memory already.
             stashes.insert(
                 tp.clone(),
                 Stash {
@@ -500,12 +502,12 @@ impl<P: Processor> FetchContext<P> {
             self.paused(consumer, &tp);
             return;
         }
-        // Counted before it is sent: the lane may take it (and subtract) at once.
-        lane.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Counted before it is sent: the lane may finish it (and its ack task subtract) at once.
+        lane.shared.held_bytes.fetch_add(bytes, Ordering::Relaxed);
         match lane.tx.try_send(raw) {
             Ok(()) => {}
             Err(TrySendError::Full(raw)) => {
-                lane.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 stashes.insert(
                     tp,
                     Stash {
@@ -516,7 +518,7 @@ impl<P: Processor> FetchContext<P> {
                 );
             }
             Err(TrySendError::Closed(raw)) => {
-                lane.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 tracing::debug!(partition = %tp, offset = raw.offset, "lane closed; record left uncommitted");
             }
         }
@@ -560,25 +562,24 @@ impl<P: Processor> FetchContext<P> {
             };
             while let Some(raw) = stash.queue.pop_front() {
                 let bytes = raw.footprint();
-                lane.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                lane.shared.held_bytes.fetch_add(bytes, Ordering::Relaxed);
                 match lane.tx.try_send(raw) {
                     Ok(()) => stash.bytes -= bytes,
                     Err(TrySendError::Full(raw)) => {
-                        lane.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                        lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         stash.queue.push_front(raw);
                         break;
                     }
                     Err(TrySendError::Closed(_)) => {
-                        lane.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                        lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         stash.queue.clear();
                         stash.bytes = 0;
                         break;
                     }
                 }
             }
-            let queued = lane.shared.queued_bytes.load(Ordering::Relaxed);
-            if stash.paused && stash.queue.len() <= low_records && stash.bytes + queued <= low_bytes
-            {
+            let held = lane.shared.held_bytes.load(Ordering::Relaxed);
+            if stash.paused && stash.queue.len() <= low_records && stash.bytes + held <= low_bytes {
                 stash.paused = false;
                 self.resume(consumer, tp);
             }
@@ -633,6 +634,27 @@ impl<P: Processor> FetchContext<P> {
             }
         }
         self.stats.lag.store(published.total_lag, Ordering::Relaxed);
+        self.metrics.set_buffered_bytes(
+            &self.worker,
+            self.stats.buffered_bytes.load(Ordering::Relaxed),
+        );
+    }
+
+    /// Bytes held by the stashes and the lanes (queued, in processing, awaiting acks).
+    fn buffered_bytes(&self) -> usize {
+        let stashed: usize = self
+            .stash
+            .lock()
+            .expect("stash lock")
+            .values()
+            .map(|s| s.bytes)
+            .sum();
+        let held: usize = self
+            .lanes
+            .iter()
+            .map(|l| l.shared.held_bytes.load(Ordering::Relaxed))
+            .sum();
+        stashed + held
     }
 }
 
@@ -755,6 +777,9 @@ pub(crate) fn run<P: Processor>(
             }
         }
         paused = ctx.drain_stashes(&consumer);
+        ctx.stats
+            .buffered_bytes
+            .store(ctx.buffered_bytes() as i64, Ordering::Relaxed);
         match &ctx.lane_ctx.txns {
             Some(txns) => {
                 if txns.due(commit_interval, commit_records) {

@@ -123,9 +123,11 @@ pub(crate) struct LaneShared {
     /// (exactly once: enqueued in the open transaction), and all before it. `-1` until the
     /// first record completes.
     pub committable: AtomicI64,
-    /// [`RawRecord::footprint`] of the records in the lane's queue: added by the fetcher
-    /// when it queues one, subtracted when the lane takes it (the fetcher's memory bound).
-    pub queued_bytes: AtomicUsize,
+    /// Bytes the lane holds for its records, from the queue to the acknowledgement: each
+    /// record's [`RawRecord::footprint`], added by the fetcher when it queues the record, and
+    /// the [`OutputRecord::footprint`] of what it produced, added by the lane once sent; both
+    /// subtracted by the ack task when the record is done (the fetcher's memory bound).
+    pub held_bytes: AtomicUsize,
 }
 
 /// A running lane, owned by the fetcher's partition table.
@@ -148,6 +150,17 @@ struct Pending {
     sent: Vec<(OutputRecord, Delivery)>,
 }
 
+impl Pending {
+    fn output_footprint(&self) -> usize {
+        self.sent.iter().map(|(out, _)| out.footprint()).sum()
+    }
+
+    /// What the lane's `held_bytes` counts for this record.
+    fn footprint(&self) -> usize {
+        self.raw.footprint() + self.output_footprint()
+    }
+}
+
 pub(crate) fn spawn<P: Processor>(
     ctx: Arc<LaneContext<P>>,
     tp: TopicPartition,
@@ -159,7 +172,7 @@ pub(crate) fn spawn<P: Processor>(
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),
-        queued_bytes: AtomicUsize::new(0),
+        held_bytes: AtomicUsize::new(0),
     });
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
@@ -208,8 +221,6 @@ impl<P: Processor> Lane<P> {
             if received == 0 {
                 break;
             }
-            let taken: usize = batch.iter().map(RawRecord::footprint).sum();
-            self.shared.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
             // The permit and the state lock are held across a batch, and both are released
             // before a retry record waits for its due time: the state is shared with the
             // source partition's lane, which must keep flowing meanwhile.
@@ -266,6 +277,9 @@ impl<P: Processor> Lane<P> {
                     txns.note_record();
                 }
                 drop(gate);
+                self.shared
+                    .held_bytes
+                    .fetch_add(pending.output_footprint(), Ordering::Relaxed);
                 if ack_tx.send(pending).await.is_err() {
                     break 'lane;
                 }
@@ -492,6 +506,7 @@ async fn ack_loop<P: Processor>(
     metrics: TopicMetrics,
 ) {
     while let Some(pending) = rx.recv().await {
+        let held = pending.footprint();
         let mut kind = pending.kind;
         if ctx.txns.is_some() {
             // Exactly once: the transaction's commit delivers these or aborts; a failed
@@ -500,6 +515,7 @@ async fn ack_loop<P: Processor>(
                 ctx.producer.delivered(&out, delivery).await;
             }
             count_outcome(&metrics, &kind);
+            shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
             continue;
         }
         for (out, delivery) in pending.sent {
@@ -542,6 +558,7 @@ async fn ack_loop<P: Processor>(
         shared
             .committable
             .store(pending.raw.offset + 1, Ordering::Release);
+        shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
     }
 }
 

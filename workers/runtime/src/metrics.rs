@@ -52,6 +52,7 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     consumer_lag_max: IntGaugeVec,
     pauses: IntCounterVec,
+    buffered_bytes: IntGaugeVec,
     retry_lateness: HistogramVec,
     partition_lag: IntGaugeVec,
     partition_lag_seconds: GaugeVec,
@@ -199,6 +200,13 @@ impl Metrics {
                 "streamfleet_partition_pauses_total",
                 "Times a partition was paused because its lane's buffer was full (backpressure).",
                 &["worker", "topic"],
+            ),
+            buffered_bytes: gauge(
+                r,
+                "streamfleet_buffered_bytes",
+                "Bytes of fetched records (and their outputs) the worker holds until they are \
+                 acknowledged; bounded by --max-buffered-mib.",
+                &["worker"],
             ),
             retry_lateness: histogram(
                 r,
@@ -430,6 +438,11 @@ impl Metrics {
             .set(lag);
     }
 
+    /// Sets the bytes the worker's buffers hold.
+    pub fn set_buffered_bytes(&self, worker: &str, bytes: i64) {
+        self.buffered_bytes.with_label_values(&[worker]).set(bytes);
+    }
+
     /// Sets the backlog of a retry rung.
     pub fn set_retry_backlog(&self, worker: &str, rung: &str, backlog: i64) {
         self.retry_backlog
@@ -579,6 +592,9 @@ pub struct WorkerStats {
     pub assigned_partitions: AtomicI64,
     /// Times a partition was paused for backpressure.
     pub pauses: AtomicU64,
+    /// Bytes of records (and their outputs) held from fetch to acknowledgement, as the
+    /// fetcher last counted them (once per fetch loop, at least every 100 ms).
+    pub buffered_bytes: AtomicI64,
 }
 
 /// A point-in-time copy of [`WorkerStats`].
@@ -604,6 +620,8 @@ pub struct StatsSnapshot {
     pub assigned_partitions: i64,
     /// Times a partition was paused for backpressure.
     pub pauses: u64,
+    /// Bytes held from fetch to acknowledgement (last published).
+    pub buffered_bytes: i64,
 }
 
 impl WorkerStats {
@@ -621,6 +639,7 @@ impl WorkerStats {
             lag: self.lag.load(Ordering::Relaxed),
             assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
             pauses: r(&self.pauses),
+            buffered_bytes: self.buffered_bytes.load(Ordering::Relaxed),
         }
     }
 }

@@ -95,14 +95,7 @@ impl RawRecord {
 
     /// Bytes this record holds in memory, approximately: the struct and its buffers.
     pub fn footprint(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.key.as_ref().map_or(0, Vec::len)
-            + self.value.as_ref().map_or(0, Vec::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| std::mem::size_of::<(String, Vec<u8>)>() + k.len() + v.len())
-                .sum::<usize>()
+        std::mem::size_of::<Self>() + buffers(&self.key, &self.value, &self.headers)
     }
 
     /// The first header with this key, if any.
@@ -119,6 +112,16 @@ impl RawRecord {
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.clone(), self.partition)
     }
+}
+
+/// Bytes of a record's key, value and headers (with the headers' own structs).
+fn buffers(key: &Option<Vec<u8>>, value: &Option<Vec<u8>>, headers: &Headers) -> usize {
+    key.as_ref().map_or(0, Vec::len)
+        + value.as_ref().map_or(0, Vec::len)
+        + headers
+            .iter()
+            .map(|(k, v)| std::mem::size_of::<(String, Vec<u8>)>() + k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// The first header with this key in a header list.
@@ -183,6 +186,13 @@ pub struct OutputRecord {
 }
 
 impl OutputRecord {
+    /// Bytes this record holds in memory, approximately: the struct and its buffers.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.topic.len()
+            + buffers(&self.key, &self.value, &self.headers)
+    }
+
     /// A keyed record for `topic`, partitioned by its key.
     pub fn keyed(topic: impl Into<String>, key: impl Into<Vec<u8>>, value: Vec<u8>) -> Self {
         Self {

@@ -13,8 +13,11 @@
 //! Input records are keyed by booking id, so every event of one booking is in one partition,
 //! in order.
 
-use std::collections::HashMap;
+use std::hash::Hasher as _;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use streamfleet_runtime::codec::AvroCodec;
 use streamfleet_runtime::{Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record};
 use streamfleet_schemas::{
@@ -32,15 +35,87 @@ pub struct BookingProcessor {
 }
 
 /// Status of every booking seen on a partition.
-#[derive(Debug, Default)]
+///
+/// A booking is kept under a fingerprint of its id, not the id itself: a 128-bit SipHash-1-3
+/// of the id under a random key drawn when the state is created. An entry is 24 bytes in the
+/// table instead of a 32-byte slot plus the id's own allocation, and a lookup compares 16
+/// bytes in the slot instead of following a pointer to the id. Profiled with 2.5 million
+/// bookings (5 M-record benchmark), string keys held 178 MB and their hashing, pointer chase
+/// and `memcmp` were half of what the booking processor cost on top of a plain copy (README,
+/// Benchmarks).
+///
+/// Two ids share a fingerprint with a probability of about n²/2¹²⁹: 10⁻²⁵ for ten million
+/// bookings on a partition, far below the odds of a memory error. The key is secret and per
+/// state, so ids cannot be crafted to collide or to degrade the table.
 pub struct BookingState {
-    bookings: HashMap<String, BookingStatus>,
+    key: (u64, u64),
+    bookings: HashTable<(Fingerprint, BookingStatus)>,
+}
+
+/// A booking id's fingerprint in one [`BookingState`].
+type Fingerprint = [u64; 2];
+
+impl Default for BookingState {
+    fn default() -> Self {
+        Self {
+            key: rand::random(),
+            bookings: HashTable::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for BookingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BookingState")
+            .field("bookings", &self.bookings.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BookingState {
+    fn fingerprint(&self, booking_id: &str) -> Fingerprint {
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write(booking_id.as_bytes());
+        let h = h.finish128();
+        [h.h1, h.h2]
+    }
+
+    /// The fingerprint is uniformly distributed already: half of it is the table's hash.
+    fn hash(fp: &Fingerprint) -> u64 {
+        fp[0]
+    }
+
+    fn get(&self, fp: &Fingerprint) -> Option<BookingStatus> {
+        self.bookings
+            .find(Self::hash(fp), |(k, _)| k == fp)
+            .map(|(_, s)| *s)
+    }
+
+    fn set(&mut self, fp: Fingerprint, status: BookingStatus) {
+        match self
+            .bookings
+            .entry(Self::hash(&fp), |(k, _)| *k == fp, |(k, _)| Self::hash(k))
+        {
+            Entry::Occupied(mut e) => e.get_mut().1 = status,
+            Entry::Vacant(e) => {
+                e.insert((fp, status));
+            }
+        }
+    }
+
     /// Status of one booking.
     pub fn status(&self, booking_id: &str) -> Option<BookingStatus> {
-        self.bookings.get(booking_id).copied()
+        self.get(&self.fingerprint(booking_id))
+    }
+
+    /// Bookings known.
+    pub fn len(&self) -> usize {
+        self.bookings.len()
+    }
+
+    /// Whether no booking is known.
+    pub fn is_empty(&self) -> bool {
+        self.bookings.is_empty()
     }
 }
 
@@ -159,7 +234,8 @@ impl Processor for BookingProcessor {
         let at = record
             .timestamp()
             .unwrap_or_else(streamfleet_runtime::now_ms);
-        let command = match Self::decide(state.status(&event.booking_id), event)? {
+        let fp = state.fingerprint(&event.booking_id);
+        let command = match Self::decide(state.get(&fp), event)? {
             Decision::Replay => return Ok(Outcome::ReplayDropped),
             Decision::Apply(command) => command,
         };
@@ -167,9 +243,7 @@ impl Processor for BookingProcessor {
             Some(kind) => vec![self.inventory(event, kind, at)?],
             None => Vec::new(),
         };
-        state
-            .bookings
-            .insert(event.booking_id.clone(), event.status);
+        state.set(fp, event.status);
         Ok(Outcome::Emit(outputs))
     }
 }
@@ -231,6 +305,28 @@ mod tests {
                 })
                 .collect(),
             Outcome::ReplayDropped => vec![],
+        }
+    }
+
+    proptest::proptest! {
+        /// The fingerprinted table answers as a map of the ids themselves would, for ids that
+        /// differ only slightly (prefixes, case, a trailing byte) and for many of them.
+        #[test]
+        fn the_state_behaves_as_a_map_of_booking_ids(
+            ops in proptest::collection::vec(("[a-cA-C]{0,3}[0-9]{0,2}", 0u8..3), 0..400)
+        ) {
+            let mut state = BookingState::default();
+            let mut model = std::collections::HashMap::new();
+            for (id, s) in &ops {
+                let status = [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Cancelled][*s as usize];
+                state.set(state.fingerprint(id), status);
+                model.insert(id.clone(), status);
+            }
+            proptest::prop_assert_eq!(state.len(), model.len());
+            for (id, status) in &model {
+                proptest::prop_assert_eq!(state.status(id), Some(*status));
+                proptest::prop_assert_eq!(state.status(&format!("{id}x")), model.get(&format!("{id}x")).copied());
+            }
         }
     }
 
@@ -345,7 +441,7 @@ mod tests {
         assert!(
             matches!(run(&p, &mut s, &bad).await, Err(ProcessError::Permanent(m)) if m.contains("ISO-4217"))
         );
-        assert!(s.bookings.is_empty());
+        assert!(s.is_empty());
     }
 
     #[test]

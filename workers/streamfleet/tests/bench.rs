@@ -224,6 +224,41 @@ fn bench_reports_every_mode_and_loses_nothing() {
 }
 
 #[test]
+fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
+    let out = bench(&[
+        "--records",
+        "500",
+        "--partitions",
+        "1",
+        "--runs",
+        "2",
+        "--mode",
+        "passthrough",
+        "--mode",
+        "at-least-once",
+        "--no-latency-run",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let order: Vec<&str> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["participant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "passthrough",
+            "at-least-once",
+            "passthrough",
+            "at-least-once"
+        ]
+    );
+}
+
+#[test]
 fn a_peer_that_loses_records_fails_the_benchmark() {
     // Speaks the protocol (ready, result) but copies nothing.
     let fake = r#"echo ready; echo 'result {"records":1000,"seconds":0.5,"records_per_sec":2000.0,"cpu_seconds":0.1,"peak_rss_bytes":1048576}'"#;

@@ -4,9 +4,11 @@
 //! 1. A cluster: a `streamfleet dev-cluster` child (the default: librdkafka's mock cluster in
 //!    a process of its own, so its CPU and memory are not the worker's), or `--brokers`.
 //!    Every topic of the invocation is created up front.
-//! 2. Backlog runs: N booking events are seeded once; each mode then runs `--runs` times, each
-//!    run a fresh `streamfleet bench-worker` process with its own group and output topic,
-//!    draining the whole backlog. Peers (`--peer MODE=COMMAND`) follow, on the same input.
+//! 2. Backlog runs: N booking events are seeded once; then `--runs` rounds, each running
+//!    every mode once and then the peers (`--peer MODE=COMMAND`), on the same input. Each run
+//!    is a fresh `streamfleet bench-worker` process with its own group and output topic,
+//!    draining the whole backlog. Rounds keep the participants side by side in time, so the
+//!    drift of a shared machine's speed moves them alike and their ratios stay comparable.
 //! 3. The latency run: at-least-once again, with the input produced live at half of its
 //!    median backlog throughput (`--rate` makes every run a live one instead).
 //! 4. Every run's output is counted (read_committed): passthrough and peers must copy every
@@ -658,11 +660,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             .map(|(m, c)| Participant::Peer(*m, c.clone())),
     );
 
-    // Every topic of the invocation, created up front.
+    // Every topic of the invocation, created up front. Runs go in rounds (every participant
+    // once per round): a shared machine's speed drifts during an invocation, and the targets
+    // are ratios between participants, so each round measures them side by side.
     let mut plan: Vec<Run> = Vec::new();
     let backlog_input = format!("{id}-input");
-    for p in &participants {
-        for r in 0..args.runs {
+    for r in 0..args.runs {
+        for p in &participants {
             let input = if live {
                 format!("{id}-live-{}-{r}", plan.len())
             } else {

@@ -258,6 +258,18 @@ impl KafkaArgs {
         props.extend(kafka_properties_from_env(std::env::vars())?);
         Ok(props)
     }
+
+    /// The brokers (required) and every property, checked: what a command that talks to a
+    /// cluster needs before it connects.
+    pub fn cluster(&self) -> Result<(String, Vec<KafkaProperty>), ConfigError> {
+        let brokers = self.brokers.clone().ok_or_else(|| ConfigError::Invalid {
+            field: "--brokers (STREAMFLEET_BROKERS)".into(),
+            message: "required".into(),
+        })?;
+        let props = self.all_properties()?;
+        crate::clients::validate_properties(&props)?;
+        Ok((brokers, props))
+    }
 }
 
 /// Settings of one worker process, as flags and environment variables.

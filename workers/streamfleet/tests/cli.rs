@@ -28,6 +28,14 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn configuration_errors_name_the_field_and_exit_2() {
     let cases: &[(&[&str], &str)] = &[
+        // Every command that talks to a cluster needs --brokers.
+        (&["lag", "--group", "g", "--once"], "--brokers"),
+        (&["produce", "--count", "1"], "--brokers"),
+        (&["dlq", "inspect", "--topic", "t-dlt"], "--brokers"),
+        (&["dlq", "replay", "--topic", "t-dlt"], "--brokers"),
+        (&["seed", "--topic", "t"], "--brokers"),
+        (&["verify", "--input", "a", "--output", "b"], "--brokers"),
+        (&["topics", "apply"], "--brokers"),
         (
             &[
                 "worker",

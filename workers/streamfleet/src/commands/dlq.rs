@@ -3,19 +3,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use streamfleet_runtime::config::{ConfigError, KafkaArgs};
-use streamfleet_runtime::{CancellationToken, ErrorClass, clients};
+use streamfleet_runtime::config::ConfigError;
+use streamfleet_runtime::{CancellationToken, ErrorClass};
 
 use crate::cli::{DlqCommand, ReplayArgs};
 use crate::dlq::{self, Filter, ReplayOptions};
 use crate::signals;
-
-fn brokers(kafka: &KafkaArgs) -> Result<String, ConfigError> {
-    kafka.brokers.clone().ok_or_else(|| ConfigError::Invalid {
-        field: "--brokers (STREAMFLEET_BROKERS)".into(),
-        message: "required".into(),
-    })
-}
 
 /// Parses `2026-11-21T10:00:00Z` or `2h` (meaning two hours ago) to epoch ms.
 pub fn parse_time(field: &str, s: &str) -> Result<i64, ConfigError> {
@@ -55,9 +48,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<i32> {
             samples,
             json,
         } => {
-            let brokers = brokers(&kafka)?;
-            let props = kafka.all_properties()?;
-            clients::validate_properties(&props)?;
+            let (brokers, props) = kafka.cluster()?;
             let report = tokio::task::spawn_blocking(move || {
                 dlq::inspect(&brokers, &props, &topic, samples)
             })
@@ -118,10 +109,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let props = args.kafka.all_properties()?;
-    clients::validate_properties(&props)?;
+    let (brokers, props) = args.kafka.cluster()?;
     let opts = ReplayOptions {
-        brokers: brokers(&args.kafka)?,
+        brokers,
         props,
         topic: args.topic.clone(),
         filter: Filter {

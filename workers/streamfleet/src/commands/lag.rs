@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use prometheus::Encoder;
-use streamfleet_runtime::config::ConfigError;
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::Metrics;
-use streamfleet_runtime::{CancellationToken, clients, http};
+use streamfleet_runtime::{CancellationToken, http};
 
 use crate::cli::LagArgs;
 use crate::lag::{GroupLag, LagReader};
@@ -14,16 +13,7 @@ use crate::{fleet, signals};
 
 /// Runs the exporter; returns the exit code.
 pub async fn run(args: LagArgs) -> anyhow::Result<i32> {
-    let brokers = args
-        .kafka
-        .brokers
-        .clone()
-        .ok_or_else(|| ConfigError::Invalid {
-            field: "--brokers (STREAMFLEET_BROKERS)".into(),
-            message: "required".into(),
-        })?;
-    let props = args.kafka.all_properties()?;
-    clients::validate_properties(&props)?;
+    let (brokers, props) = args.kafka.cluster()?;
     let topics = if args.topics.is_empty() {
         let topology = fleet::topology(args.topics_file.topics_file.as_deref())?;
         topology.topics.iter().map(|t| t.name.clone()).collect()

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, ConfigError};
+use streamfleet_runtime::config::ClientScope;
 use streamfleet_schemas::Encoding;
 
 use crate::cli::ProduceArgs;
@@ -13,16 +13,7 @@ use crate::signals;
 
 /// Produces; prints what was generated as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
-    let brokers = args
-        .kafka
-        .brokers
-        .clone()
-        .ok_or_else(|| ConfigError::Invalid {
-            field: "--brokers (STREAMFLEET_BROKERS)".into(),
-            message: "required".into(),
-        })?;
-    let props = args.kafka.all_properties()?;
-    clients::validate_properties(&props)?;
+    let (brokers, props) = args.kafka.cluster()?;
     let producer: FutureProducer = clients::build(
         &brokers,
         PRODUCER_DEFAULTS,

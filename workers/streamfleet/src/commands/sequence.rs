@@ -2,24 +2,14 @@
 
 use rdkafka::producer::FutureProducer;
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, ConfigError, KafkaArgs, KafkaProperty};
+use streamfleet_runtime::config::ClientScope;
 
 use crate::cli::{SeedArgs, VerifyArgs};
 use crate::verify;
 
-fn cluster(kafka: &KafkaArgs) -> anyhow::Result<(String, Vec<KafkaProperty>)> {
-    let brokers = kafka.brokers.clone().ok_or_else(|| ConfigError::Invalid {
-        field: "--brokers (STREAMFLEET_BROKERS)".into(),
-        message: "required".into(),
-    })?;
-    let props = kafka.all_properties()?;
-    clients::validate_properties(&props)?;
-    Ok((brokers, props))
-}
-
 /// Runs `seed`.
 pub async fn seed(args: SeedArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = cluster(&args.kafka)?;
+    let (brokers, props) = args.kafka.cluster()?;
     let producer: FutureProducer = clients::build(
         &brokers,
         PRODUCER_DEFAULTS,
@@ -51,7 +41,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<i32> {
 
 /// Runs `verify`; exit 1 on any anomaly.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = cluster(&args.kafka)?;
+    let (brokers, props) = args.kafka.cluster()?;
     let (input, output, wait) = (args.input.clone(), args.output.clone(), args.wait_stable);
     let report = tokio::task::spawn_blocking(move || {
         verify::verify(&brokers, &props, &input, &output, wait)

@@ -2,8 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use streamfleet_runtime::clients;
-use streamfleet_runtime::config::{ConfigError, KafkaArgs, TopicsArgs};
+use streamfleet_runtime::config::{KafkaArgs, TopicsArgs};
 use streamfleet_runtime::topology::Topology;
 
 use crate::cli::{ProvisionArgs, TopicsCommand};
@@ -22,12 +21,7 @@ pub fn list(args: &TopicsArgs) -> anyhow::Result<i32> {
 }
 
 fn connect(kafka: &KafkaArgs) -> anyhow::Result<(String, Cluster)> {
-    let brokers = kafka.brokers.clone().ok_or_else(|| ConfigError::Invalid {
-        field: "--brokers (STREAMFLEET_BROKERS)".into(),
-        message: "required".into(),
-    })?;
-    let props = kafka.all_properties()?;
-    clients::validate_properties(&props)?;
+    let (brokers, props) = kafka.cluster()?;
     let cluster = Cluster::connect(&brokers, &props)?;
     Ok((brokers, cluster))
 }

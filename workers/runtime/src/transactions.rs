@@ -245,6 +245,18 @@ impl Transactions {
         (x >> 11) as f64 / (1u64 << 53) as f64 <= self.fault_abort_probability
     }
 
+    /// Ends the open transaction's bookkeeping: returns when it opened, counts no records.
+    fn close_bookkeeping(&self) -> Instant {
+        let started = self
+            .opened
+            .lock()
+            .expect("txn lock")
+            .take()
+            .unwrap_or_else(Instant::now);
+        self.records.store(0, Ordering::Release);
+        started
+    }
+
     /// Commits the open transaction with `offsets` (the caller holds the write gate).
     pub fn commit<C: ConsumerContext>(
         &self,
@@ -253,13 +265,7 @@ impl Transactions {
     ) -> Result<Finished, Fatal> {
         self.already_failed()?;
         if self.abort_requested.swap(false, Ordering::AcqRel) {
-            let started = self
-                .opened
-                .lock()
-                .expect("txn lock")
-                .take()
-                .unwrap_or_else(Instant::now);
-            self.records.store(0, Ordering::Release);
+            let started = self.close_bookkeeping();
             return self.abort_and_restart(
                 started,
                 "a record could not join the failed transaction".into(),
@@ -268,13 +274,7 @@ impl Transactions {
         if self.records.load(Ordering::Acquire) == 0 && offsets.count() == 0 {
             return Ok(Finished::Empty);
         }
-        let started = self
-            .opened
-            .lock()
-            .expect("txn lock")
-            .take()
-            .unwrap_or_else(Instant::now);
-        self.records.store(0, Ordering::Release);
+        let started = self.close_bookkeeping();
         if self.injected_fault() {
             return self
                 .abort_and_restart(started, "fault injected (--fault-abort-probability)".into());
@@ -341,13 +341,7 @@ impl Transactions {
     /// Aborts the open transaction (lost partitions); a new one is open afterwards.
     pub fn abort(&self, reason: &str) -> Result<Finished, Fatal> {
         self.already_failed()?;
-        let started = self
-            .opened
-            .lock()
-            .expect("txn lock")
-            .take()
-            .unwrap_or_else(Instant::now);
-        self.records.store(0, Ordering::Release);
+        let started = self.close_bookkeeping();
         self.abort_and_restart(started, reason.to_owned())
     }
 }

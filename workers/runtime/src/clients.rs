@@ -66,6 +66,18 @@ pub fn validate_properties(props: &[KafkaProperty]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The producer of a command-line tool (`produce`, `seed`, the demo's load): the producer
+/// defaults, the user's properties, and `client_id`.
+pub fn tool_producer(brokers: &str, user: &[KafkaProperty], client_id: &str) -> ClientConfig {
+    build(
+        brokers,
+        PRODUCER_DEFAULTS,
+        user,
+        ClientScope::Producer,
+        &[("client.id", client_id.to_owned())],
+    )
+}
+
 /// A client config with `defaults`, then the user's properties of `scope`, then `fixed`.
 pub fn build(
     brokers: &str,

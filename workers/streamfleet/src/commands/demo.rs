@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
-use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, KafkaProperty, WorkerConfig};
+use streamfleet_runtime::clients;
+use streamfleet_runtime::config::{KafkaProperty, WorkerConfig};
 use streamfleet_runtime::embedded::EmbeddedCluster;
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::{Metrics, StatsSnapshot};
@@ -125,14 +125,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         args.rate, args.duration
     );
 
-    let producer: FutureProducer = clients::build(
-        &bootstrap,
-        PRODUCER_DEFAULTS,
-        &[],
-        ClientScope::Producer,
-        &[("client.id", "streamfleet-demo-load".to_owned())],
-    )
-    .create()?;
+    let producer: FutureProducer =
+        clients::tool_producer(&bootstrap, &[], "streamfleet-demo-load").create()?;
     let topics = Topics::default();
     let mut generator = Generator::new(args.load.config(), &topics, &encoding)?;
     let stop_load = signals::shutdown_on_signals()?;

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
-use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::ClientScope;
+use streamfleet_runtime::clients;
 use streamfleet_schemas::Encoding;
 
 use crate::cli::ProduceArgs;
@@ -14,14 +13,8 @@ use crate::signals;
 /// Produces; prints what was generated as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
     let (brokers, props) = args.kafka.cluster()?;
-    let producer: FutureProducer = clients::build(
-        &brokers,
-        PRODUCER_DEFAULTS,
-        &props,
-        ClientScope::Producer,
-        &[("client.id", "streamfleet-produce".to_owned())],
-    )
-    .create()?;
+    let producer: FutureProducer =
+        clients::tool_producer(&brokers, &props, "streamfleet-produce").create()?;
     let topics = args.topic_names.topics();
     let encoding = Encoding::new(args.kafka.schema_registry_url.as_deref());
     let mut generator = Generator::new(args.load.config(), &topics, &encoding)?;

@@ -1,8 +1,7 @@
 //! `streamfleet seed` and `streamfleet verify`.
 
 use rdkafka::producer::FutureProducer;
-use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::ClientScope;
+use streamfleet_runtime::clients;
 
 use crate::cli::{SeedArgs, VerifyArgs};
 use crate::verify;
@@ -10,14 +9,8 @@ use crate::verify;
 /// Runs `seed`.
 pub async fn seed(args: SeedArgs) -> anyhow::Result<i32> {
     let (brokers, props) = args.kafka.cluster()?;
-    let producer: FutureProducer = clients::build(
-        &brokers,
-        PRODUCER_DEFAULTS,
-        &props,
-        ClientScope::Producer,
-        &[("client.id", "streamfleet-seed".to_owned())],
-    )
-    .create()?;
+    let producer: FutureProducer =
+        clients::tool_producer(&brokers, &props, "streamfleet-seed").create()?;
     let n = verify::seed(
         &producer,
         &args.topic,

@@ -32,9 +32,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::record::TopicPartition;
 
-/// How long the wake-up thread waits for a leader's answer (it only bounds the request: the
-/// thread is woken as soon as the request is queued).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the wake-up thread waits for a leader's answer. The leader's thread is woken as
+/// soon as the request is queued; this bounds the request itself. librdkafka closes a
+/// connection on which a request times out (`socket.max.fails`), so it is long enough that
+/// only a broker that has stopped answering reaches it, and short enough that a shutdown,
+/// which waits for the thread, is held at most this long.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The fetcher's side: where resumed partitions are sent. Inert until [`LeaderWakeup::start`].
 #[derive(Default)]

@@ -97,3 +97,48 @@ fn serve<C: ConsumerContext>(consumer: Weak<BaseConsumer<C>>, rx: Receiver<Topic
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::DefaultConsumerContext;
+
+    use super::*;
+    use crate::embedded::EmbeddedCluster;
+
+    #[test]
+    fn stop_ends_the_thread_releases_the_consumer_and_later_wakes_are_ignored() {
+        let cluster = EmbeddedCluster::start(1).expect("embedded cluster");
+        cluster.create_topic("t", 2, 1).expect("topic");
+        let consumer: Arc<BaseConsumer<DefaultConsumerContext>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .set("group.id", "wakeup-test")
+                .create()
+                .expect("consumer"),
+        );
+        let wakeup = LeaderWakeup::default();
+        let running = wakeup
+            .start(Arc::downgrade(&consumer), "test")
+            .expect("thread");
+        for p in [0, 1, 0] {
+            wakeup.wake(&TopicPartition::new("t", p));
+        }
+        let asked = Instant::now();
+        wakeup.stop(running);
+        assert!(
+            asked.elapsed() < ANSWER_TIMEOUT,
+            "the leader answered, so stopping did not wait for the timeout"
+        );
+        assert_eq!(
+            Arc::strong_count(&consumer),
+            1,
+            "the thread holds no reference once stopped"
+        );
+        // After stop the channel is closed: a wake is dropped, nothing blocks or panics.
+        wakeup.wake(&TopicPartition::new("t", 0));
+    }
+}

@@ -160,23 +160,20 @@ fn bench(args: &[&str]) -> Output {
         .expect("streamfleet runs")
 }
 
+/// Runs `streamfleet bench <args> --json`, which must succeed, and returns its report.
+fn bench_report(args: &[&str]) -> Value {
+    let out = bench(&[args, &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
 fn bench_reports_every_mode_and_loses_nothing() {
-    let out = bench(&[
-        "--records",
-        "2000",
-        "--partitions",
-        "3",
-        "--runs",
-        "1",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let report = bench_report(&["--records", "2000", "--partitions", "3", "--runs", "1"]);
     assert_eq!(report["records"], 2000);
     let runs = report["runs"].as_array().expect("runs");
     let run = |mode: &str, live: bool| {
@@ -225,7 +222,7 @@ fn bench_reports_every_mode_and_loses_nothing() {
 
 #[test]
 fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
-    let out = bench(&[
+    let report = bench_report(&[
         "--records",
         "500",
         "--partitions",
@@ -237,10 +234,7 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
         "--mode",
         "at-least-once",
         "--no-latency-run",
-        "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let order: Vec<&str> = report["runs"]
         .as_array()
         .expect("runs")
@@ -377,7 +371,7 @@ fn bench_topics(bootstrap: &str) -> std::collections::BTreeSet<String> {
 fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
     let bootstrap = streamfleet_tests::Broker::real().bootstrap();
     let before = bench_topics(&bootstrap);
-    let out = bench(&[
+    let report = bench_report(&[
         "--brokers",
         &bootstrap,
         "--records",
@@ -387,10 +381,7 @@ fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
         "--runs",
         "1",
         "--no-latency-run",
-        "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(report["cluster"], bootstrap.as_str());
     let runs = report["runs"].as_array().expect("runs");
     let outputs = |mode: &str| {

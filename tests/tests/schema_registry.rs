@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use streamfleet_runtime::ProcessError;
 use streamfleet_runtime::codec::CodecError;
-use streamfleet_schemas::{AvroType, BookingEvent, BookingStatus, Encoding};
+use streamfleet_schemas::{BookingEvent, BookingEventV2, BookingStatus, Encoding};
 
 #[derive(Default)]
 struct Registry {
@@ -77,26 +77,6 @@ fn booking() -> BookingEvent {
         status: BookingStatus::Pending,
         metadata: None,
     }
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BookingEventV2 {
-    booking_id: String,
-    customer_id: String,
-    hotel_id: String,
-    check_in: i64,
-    check_out: i64,
-    total_amount: f64,
-    currency: String,
-    status: BookingStatus,
-    metadata: Option<String>,
-    channel: String,
-}
-
-impl AvroType for BookingEventV2 {
-    const NAME: &'static str = BookingEvent::NAME;
-    const VERSION: u32 = 2;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,39 @@ impl AvroType for BookingEvent {
     const VERSION: u32 = 1;
 }
 
+/// `com.streamfleet.booking.BookingEvent` v2: v1 plus the sales channel (default `unknown`).
+/// The workers read v1; this is what a v2 writer sends, and what the schema-evolution tests
+/// write to show that v1 readers resolve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingEventV2 {
+    /// Booking id (the record key).
+    pub booking_id: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Hotel id.
+    pub hotel_id: String,
+    /// Check-in, epoch ms.
+    pub check_in: i64,
+    /// Check-out, epoch ms.
+    pub check_out: i64,
+    /// Total price.
+    pub total_amount: f64,
+    /// ISO-4217 currency code.
+    pub currency: String,
+    /// Lifecycle state.
+    pub status: BookingStatus,
+    /// Free-form metadata.
+    pub metadata: Option<String>,
+    /// Sales channel: web, mobile, partner, ...
+    pub channel: String,
+}
+
+impl AvroType for BookingEventV2 {
+    const NAME: &'static str = BookingEvent::NAME;
+    const VERSION: u32 = 2;
+}
+
 /// Kind of stock command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -2,7 +2,6 @@
 //! malformed bytes of every kind.
 
 use proptest::prelude::*;
-use serde::{Deserialize, Serialize};
 use streamfleet_runtime::codec::{CodecError, single_object_header};
 use streamfleet_schemas::*;
 
@@ -18,27 +17,6 @@ fn booking() -> BookingEvent {
         status: BookingStatus::Pending,
         metadata: Some("{\"source\":\"test\"}".into()),
     }
-}
-
-/// `BookingEvent` v2: v1 plus `channel` with a default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BookingEventV2 {
-    booking_id: String,
-    customer_id: String,
-    hotel_id: String,
-    check_in: i64,
-    check_out: i64,
-    total_amount: f64,
-    currency: String,
-    status: BookingStatus,
-    metadata: Option<String>,
-    channel: String,
-}
-
-impl AvroType for BookingEventV2 {
-    const NAME: &'static str = BookingEvent::NAME;
-    const VERSION: u32 = 2;
 }
 
 fn codec<T: AvroType>() -> streamfleet_runtime::codec::AvroCodec<T> {

@@ -100,6 +100,20 @@ impl Broker {
         }
     }
 
+    /// Creates a fresh input topic, its dead-letter topic and an output topic, all with
+    /// `partitions` partitions, named `<prefix>-in-…` and `<prefix>-out-…`: what a worker
+    /// copying one topic to another needs. Returns (input, output).
+    pub async fn pipeline_topics(&self, prefix: &str, partitions: i32) -> (String, String) {
+        let (input, output) = (
+            unique(&format!("{prefix}-in")),
+            unique(&format!("{prefix}-out")),
+        );
+        self.create_topic(&input, partitions).await;
+        self.create_topic(&output, partitions).await;
+        self.create_topic(&format!("{input}-dlt"), partitions).await;
+        (input, output)
+    }
+
     /// Creates every topic of a topology (replication 1: tests run on one broker).
     pub async fn create_topology(&self, topology: &Topology) {
         for t in &topology.topics {

@@ -61,16 +61,6 @@ async fn seed_sequence(broker: &Broker, topic: &str, start: u64, count: u64, key
         .expect("seeded");
 }
 
-async fn copy_topics(broker: &Broker, partitions: i32) -> (String, String) {
-    let (input, output) = (unique("seq-in"), unique("seq-out"));
-    broker.create_topic(&input, partitions).await;
-    broker.create_topic(&output, partitions).await;
-    broker
-        .create_topic(&format!("{input}-dlt"), partitions)
-        .await;
-    (input, output)
-}
-
 fn group_offsets(
     bootstrap: &str,
     group: &str,
@@ -105,7 +95,7 @@ async fn verify_copy(broker: &Broker, input: &str, output: &str) -> verify::Veri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_commit_path_copies_every_record_once_and_never_commits_outside_a_transaction_mock() {
     let broker = Broker::mock();
-    let (input, output) = copy_topics(&broker, 3).await;
+    let (input, output) = broker.pipeline_topics("seq", 3).await;
     seed_sequence(&broker, &input, 0, 3000, 30).await;
     let group = unique("eos");
     let mut config = test_config(
@@ -146,7 +136,7 @@ async fn the_commit_path_copies_every_record_once_and_never_commits_outside_a_tr
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     let broker = Broker::mock();
-    let (input, output) = copy_topics(&broker, 2).await;
+    let (input, output) = broker.pipeline_topics("seq", 2).await;
     // Enough records that the worker is still copying when the errors are injected (the
     // injection hits every producer of the cluster, so nothing else may produce then).
     seed_sequence(&broker, &input, 0, 30_000, 10).await;
@@ -205,7 +195,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fenced_producer_stops_the_worker_with_a_clear_reason_mock() {
     let broker = Broker::mock();
-    let (input, output) = copy_topics(&broker, 2).await;
+    let (input, output) = broker.pipeline_topics("seq", 2).await;
     let mut config = test_config(
         &broker.bootstrap(),
         &unique("eos"),
@@ -375,7 +365,7 @@ async fn state_is_restored_from_the_changelog_before_any_record_mock() {
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
 async fn offsets_commit_inside_transactions_and_a_restart_resumes_exactly_real_broker() {
     let broker = Broker::real();
-    let (input, output) = copy_topics(&broker, 3).await;
+    let (input, output) = broker.pipeline_topics("seq", 3).await;
     seed_sequence(&broker, &input, 0, 3000, 30).await;
     let group = unique("eos");
     let config = || {
@@ -429,7 +419,7 @@ async fn offsets_commit_inside_transactions_and_a_restart_resumes_exactly_real_b
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
 async fn a_second_instance_with_the_same_id_fences_the_first_real_broker() {
     let broker = Broker::real();
-    let (input, output) = copy_topics(&broker, 2).await;
+    let (input, output) = broker.pipeline_topics("seq", 2).await;
     let group = unique("eos");
     let config = || {
         let mut c = test_config(
@@ -478,7 +468,7 @@ async fn a_second_instance_with_the_same_id_fences_the_first_real_broker() {
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
 async fn verify_reports_a_transaction_left_open_real_broker() {
     let broker = Broker::real();
-    let (input, output) = copy_topics(&broker, 1).await;
+    let (input, output) = broker.pipeline_topics("seq", 1).await;
     seed_sequence(&broker, &input, 0, 10, 2).await;
     let txn: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())

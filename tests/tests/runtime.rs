@@ -52,19 +52,9 @@ fn assert_exact_in_order(outputs: &BTreeMap<String, Vec<u64>>, keys: usize, n: u
     }
 }
 
-async fn topics(broker: &Broker, partitions: i32) -> (String, String) {
-    let (input, output) = (unique("echo-in"), unique("echo-out"));
-    broker.create_topic(&input, partitions).await;
-    broker.create_topic(&output, partitions).await;
-    broker
-        .create_topic(&format!("{input}-dlt"), partitions)
-        .await;
-    (input, output)
-}
-
 async fn group_splits_then_one_member_leaves(broker: Broker) {
     let bootstrap = broker.bootstrap();
-    let (input, output) = topics(&broker, 6).await;
+    let (input, output) = broker.pipeline_topics("echo", 6).await;
     let group = unique("group");
     let producer = producer(&bootstrap);
     let cfg = || test_config(&bootstrap, &group, vec![(input.clone(), no_retries())]);
@@ -128,7 +118,7 @@ async fn group_splits_then_one_member_leaves_real_broker() {
 
 async fn restart_after_clean_shutdown(broker: Broker) {
     let bootstrap = broker.bootstrap();
-    let (input, output) = topics(&broker, 4).await;
+    let (input, output) = broker.pipeline_topics("echo", 4).await;
     let group = unique("group");
     let producer = producer(&bootstrap);
     produce_all(&producer, &input, &records(8, 0..250)).await;
@@ -187,7 +177,7 @@ async fn restart_after_clean_shutdown_processes_nothing_twice_real_broker() {
 async fn a_full_lane_pauses_its_partition_and_loses_nothing() {
     let broker = Broker::mock();
     let bootstrap = broker.bootstrap();
-    let (input, output) = topics(&broker, 1).await;
+    let (input, output) = broker.pipeline_topics("echo", 1).await;
     produce_all(&producer(&bootstrap), &input, &records(4, 0..300)).await;
     let mut cfg = test_config(
         &bootstrap,
@@ -214,7 +204,7 @@ async fn a_full_lane_pauses_its_partition_and_loses_nothing() {
 async fn the_memory_budget_pauses_a_partition_before_its_record_count_does() {
     let broker = Broker::mock();
     let bootstrap = broker.bootstrap();
-    let (input, output) = topics(&broker, 1).await;
+    let (input, output) = broker.pipeline_topics("echo", 1).await;
     // 1200 records of about 3 KiB (3.5 MiB) on one partition, a 1 MiB budget and a record
     // bound that never binds: only the byte bound can pause the partition.
     let pad = "x".repeat(3 * 1024);
@@ -263,7 +253,7 @@ async fn the_memory_budget_pauses_a_partition_before_its_record_count_does() {
 async fn poison_records_are_dead_lettered_and_the_worker_keeps_going() {
     let broker = Broker::mock();
     let bootstrap = broker.bootstrap();
-    let (input, output) = topics(&broker, 3).await;
+    let (input, output) = broker.pipeline_topics("echo", 3).await;
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
         ("p0", vec![0xff, 0xfe, 0x00], "malformed"),

@@ -92,15 +92,11 @@ async fn confluent_framing_registers_per_subject_and_resolves_by_id() {
 
         // A v2 writer registers a second id under the same subject; v1 readers resolve it.
         let v2 = BookingEventV2 {
-            booking_id: "b-2".into(),
-            customer_id: "c".into(),
-            hotel_id: "h".into(),
-            check_in: 1,
-            check_out: 2,
-            total_amount: 10.0,
-            currency: "EUR".into(),
-            status: BookingStatus::Cancelled,
-            metadata: None,
+            v1: BookingEvent {
+                booking_id: "b-2".into(),
+                status: BookingStatus::Cancelled,
+                ..booking()
+            },
             channel: "partner".into(),
         };
         let v2_bytes = encoding
@@ -110,11 +106,7 @@ async fn confluent_framing_registers_per_subject_and_resolves_by_id() {
             .unwrap();
         let v2_id = u32::from_be_bytes(v2_bytes[1..5].try_into().unwrap());
         assert_ne!(id, v2_id);
-        let read = codec.decode(&v2_bytes).unwrap();
-        assert_eq!(
-            (read.booking_id.as_str(), read.status),
-            ("b-2", BookingStatus::Cancelled)
-        );
+        assert_eq!(codec.decode(&v2_bytes).unwrap(), v2.v1);
 
         // Single-object records still decode where a registry is configured (migrations).
         let single = Encoding::default()

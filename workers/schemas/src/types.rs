@@ -51,24 +51,9 @@ impl AvroType for BookingEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingEventV2 {
-    /// Booking id (the record key).
-    pub booking_id: String,
-    /// Customer id.
-    pub customer_id: String,
-    /// Hotel id.
-    pub hotel_id: String,
-    /// Check-in, epoch ms.
-    pub check_in: i64,
-    /// Check-out, epoch ms.
-    pub check_out: i64,
-    /// Total price.
-    pub total_amount: f64,
-    /// ISO-4217 currency code.
-    pub currency: String,
-    /// Lifecycle state.
-    pub status: BookingStatus,
-    /// Free-form metadata.
-    pub metadata: Option<String>,
+    /// The v1 fields.
+    #[serde(flatten)]
+    pub v1: BookingEvent,
     /// Sales channel: web, mobile, partner, ...
     pub channel: String,
 }

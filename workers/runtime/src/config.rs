@@ -290,7 +290,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "STREAMFLEET_LANE_CAPACITY", default_value_t = WorkerConfig::DEFAULT_LANE_CAPACITY)]
     pub lane_capacity: usize,
     /// Memory for fetched records until their outputs are acknowledged (waiting, in
-    /// processing, in flight, outputs included), in MiB, shared by every assigned partition:
+    /// processing, in flight, outputs and librdkafka's copies of them included), in MiB,
+    /// shared by every assigned partition:
     /// a partition is also paused once it holds its share (this divided by the assigned
     /// partitions), so the bound holds however many partitions a worker gets.
     #[arg(long, env = "STREAMFLEET_MAX_BUFFERED_MIB", default_value_t = WorkerConfig::DEFAULT_MAX_BUFFERED_MIB)]

@@ -171,16 +171,32 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The first run of `participant` in a report: a backlog run, or a live one (`--rate`, the
+/// latency run).
+fn run_of<'r>(report: &'r Value, participant: &str, live: bool) -> &'r Value {
+    report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["participant"] == participant && r["rate"].is_null() != live)
+        .unwrap_or_else(|| panic!("a {participant} run (live: {live}) in {report:#}"))
+}
+
+/// The goals of a report's targets.
+fn goals(report: &Value) -> Vec<&str> {
+    report["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["goal"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn bench_reports_every_mode_and_loses_nothing() {
     let report = bench_report(&["--records", "2000", "--partitions", "3", "--runs", "1"]);
     assert_eq!(report["records"], 2000);
-    let runs = report["runs"].as_array().expect("runs");
-    let run = |mode: &str, live: bool| {
-        runs.iter()
-            .find(|r| r["participant"] == mode && r["rate"].is_null() != live)
-            .unwrap_or_else(|| panic!("a {mode} run (live: {live}) in {report:#}"))
-    };
+    let run = |mode: &str, live: bool| run_of(&report, mode, live);
     for mode in ["passthrough", "at-least-once", "exactly-once"] {
         let r = run(mode, false);
         assert_eq!(r["records"], 2000, "{mode}");
@@ -204,12 +220,7 @@ fn bench_reports_every_mode_and_loses_nothing() {
     let latency = run("at-least-once", true);
     assert!(latency["rate"].as_u64().unwrap() > 0);
     assert_eq!(latency["output_records"], alo);
-    let goals: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["goal"].as_str().unwrap())
-        .collect();
+    let goals = goals(&report);
     assert!(goals.iter().any(|g| g.contains("passthrough")), "{goals:?}");
     assert!(
         goals
@@ -320,12 +331,7 @@ fn bench_peers_runs_the_python_copiers_beside_ours() {
         .expect("scripts/bench-peers runs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
-    let runs = report["runs"].as_array().expect("runs");
-    let run = |participant: &str| {
-        runs.iter()
-            .find(|r| r["participant"] == participant)
-            .unwrap_or_else(|| panic!("a {participant} run in {report:#}"))
-    };
+    let run = |participant: &str| run_of(&report, participant, false);
     // The copiers copy every record, in their own mode; ours process them.
     for mode in ["at-least-once", "exactly-once"] {
         let peer = run(&format!("peer {mode}"));
@@ -335,12 +341,7 @@ fn bench_peers_runs_the_python_copiers_beside_ours() {
         assert!(peer["records_per_sec"].as_f64().unwrap() > 0.0);
         assert_eq!(run(mode)["records"], 2000);
     }
-    let goals: Vec<&str> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["goal"].as_str().unwrap())
-        .collect();
+    let goals = goals(&report);
     for mode in ["at-least-once", "exactly-once"] {
         assert!(
             goals
@@ -383,12 +384,10 @@ fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
         "--no-latency-run",
     ]);
     assert_eq!(report["cluster"], bootstrap.as_str());
-    let runs = report["runs"].as_array().expect("runs");
     let outputs = |mode: &str| {
-        runs.iter()
-            .find(|r| r["participant"] == mode)
-            .map(|r| r["output_records"].as_u64().unwrap())
-            .unwrap_or_else(|| panic!("a {mode} run in {report:#}"))
+        run_of(&report, mode, false)["output_records"]
+            .as_u64()
+            .unwrap()
     };
     assert_eq!(outputs("passthrough"), 1000);
     assert!(outputs("at-least-once") > 0);

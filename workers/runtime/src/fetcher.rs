@@ -53,11 +53,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::events;
 use crate::health::HealthHandle;
-use crate::lane::{self, LaneContext, LaneHandle};
+use crate::lane::{self, LaneContext, LaneHandle, Offered};
 use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
 use crate::progress::Progress;
@@ -502,12 +501,9 @@ impl<P: Processor> FetchContext<P> {
             self.paused(consumer, &tp);
             return;
         }
-        // Counted before it is sent: the lane may finish it (and its ack task subtract) at once.
-        lane.shared.held_bytes.fetch_add(bytes, Ordering::Relaxed);
-        match lane.tx.try_send(raw) {
-            Ok(()) => {}
-            Err(TrySendError::Full(raw)) => {
-                lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        match lane.offer(raw, bytes) {
+            Offered::Queued => {}
+            Offered::Full(raw) => {
                 stashes.insert(
                     tp,
                     Stash {
@@ -517,8 +513,7 @@ impl<P: Processor> FetchContext<P> {
                     },
                 );
             }
-            Err(TrySendError::Closed(raw)) => {
-                lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            Offered::Closed(raw) => {
                 tracing::debug!(partition = %tp, offset = raw.offset, "lane closed; record left uncommitted");
             }
         }
@@ -562,16 +557,13 @@ impl<P: Processor> FetchContext<P> {
             };
             while let Some(raw) = stash.queue.pop_front() {
                 let bytes = raw.footprint();
-                lane.shared.held_bytes.fetch_add(bytes, Ordering::Relaxed);
-                match lane.tx.try_send(raw) {
-                    Ok(()) => stash.bytes -= bytes,
-                    Err(TrySendError::Full(raw)) => {
-                        lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                match lane.offer(raw, bytes) {
+                    Offered::Queued => stash.bytes -= bytes,
+                    Offered::Full(raw) => {
                         stash.queue.push_front(raw);
                         break;
                     }
-                    Err(TrySendError::Closed(_)) => {
-                        lane.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    Offered::Closed(_) => {
                         stash.queue.clear();
                         stash.bytes = 0;
                         break;

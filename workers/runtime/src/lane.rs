@@ -124,9 +124,10 @@ pub(crate) struct LaneShared {
     /// first record completes.
     pub committable: AtomicI64,
     /// Bytes the lane holds for its records, from the queue to the acknowledgement: each
-    /// record's [`RawRecord::footprint`], added by the fetcher when it queues the record, and
-    /// the [`OutputRecord::footprint`] of what it produced, added by the lane once sent; both
-    /// subtracted by the ack task when the record is done (the fetcher's memory bound).
+    /// record's [`RawRecord::footprint`], added when the fetcher queues it
+    /// ([`LaneHandle::offer`]), and what processing added (the ack-queue entry, the outputs
+    /// and librdkafka's copies of them), added by the lane once sent; both subtracted by the
+    /// ack task when the record is done (the fetcher's memory bound).
     pub held_bytes: AtomicUsize,
 }
 
@@ -135,6 +136,31 @@ pub(crate) struct LaneHandle {
     pub tx: mpsc::Sender<RawRecord>,
     pub shared: Arc<LaneShared>,
     pub task: JoinHandle<()>,
+}
+
+/// What became of a record offered to a lane.
+pub(crate) enum Offered {
+    /// In the lane's queue, and counted in its `held_bytes`.
+    Queued,
+    /// The queue is full: the record is handed back, not counted.
+    Full(RawRecord),
+    /// The lane has stopped: the record is handed back, not counted.
+    Closed(RawRecord),
+}
+
+impl LaneHandle {
+    /// Queues a record whose footprint is `bytes`, counting it in `held_bytes` first (the
+    /// lane may finish it, and its ack task subtract, at once).
+    pub fn offer(&self, raw: RawRecord, bytes: usize) -> Offered {
+        self.shared.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let refused = match self.tx.try_send(raw) {
+            Ok(()) => return Offered::Queued,
+            Err(mpsc::error::TrySendError::Full(raw)) => Offered::Full(raw),
+            Err(mpsc::error::TrySendError::Closed(raw)) => Offered::Closed(raw),
+        };
+        self.shared.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        refused
+    }
 }
 
 enum Kind {

@@ -194,11 +194,6 @@ impl Pending {
                 .map(|(out, _)| 2 * out.footprint() + PRODUCED_OVERHEAD)
                 .sum::<usize>()
     }
-
-    /// What the lane's `held_bytes` counts for this record.
-    fn footprint(&self) -> usize {
-        self.raw.footprint() + self.processing_footprint()
-    }
 }
 
 pub(crate) fn spawn<P: Processor>(
@@ -317,10 +312,11 @@ impl<P: Processor> Lane<P> {
                     txns.note_record();
                 }
                 drop(gate);
-                self.shared
-                    .held_bytes
-                    .fetch_add(pending.processing_footprint(), Ordering::Relaxed);
-                if ack_tx.send(pending).await.is_err() {
+                // What held_bytes counts for the record until its ack task is done with it.
+                let added = pending.processing_footprint();
+                self.shared.held_bytes.fetch_add(added, Ordering::Relaxed);
+                let held = pending.raw.footprint() + added;
+                if ack_tx.send((held, pending)).await.is_err() {
                     break 'lane;
                 }
             }
@@ -538,15 +534,15 @@ impl<P: Processor> Lane<P> {
     }
 }
 
-/// Awaits deliveries in offset order and advances the committable offset.
+/// Awaits deliveries in offset order and advances the committable offset; each record comes
+/// with the bytes `held_bytes` counts for it, released once it is done.
 async fn ack_loop<P: Processor>(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<(usize, Pending)>,
     ctx: Arc<LaneContext<P>>,
     shared: Arc<LaneShared>,
     metrics: TopicMetrics,
 ) {
-    while let Some(pending) = rx.recv().await {
-        let held = pending.footprint();
+    while let Some((held, pending)) = rx.recv().await {
         let mut kind = pending.kind;
         if ctx.txns.is_some() {
             // Exactly once: the transaction's commit delivers these or aborts; a failed

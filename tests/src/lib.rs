@@ -290,6 +290,64 @@ pub async fn read_topic(bootstrap: &str, topic: &str, isolation: Isolation) -> V
         .expect("reader thread")
 }
 
+/// The offsets `group` has committed for partitions `0..partitions` of `topic` (`None`: none
+/// committed). Reads them with OffsetFetch; the reader never joins the group.
+pub fn group_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
+        .collect()
+}
+
+/// Waits until `group`'s committed offsets on `topic` add up to `records` (on a topic written
+/// without transactions, every partition's committed offset is the count of its records the
+/// group is done with); panics after `timeout`.
+pub async fn wait_committed(
+    timeout: Duration,
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    records: i64,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (b, g, t) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+        let committed: i64 =
+            tokio::task::spawn_blocking(move || group_offsets(&b, &g, &t, partitions))
+                .await
+                .expect("offset reader thread")
+                .values()
+                .map(|o| o.unwrap_or(0))
+                .sum();
+        if committed == records {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {group} to commit {records} records of \
+             {topic} ({committed} committed)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `check` holds, polling every 50 ms; panics with `what` after `timeout`.
 pub async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus::Encoder;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, TopicPartitionList};
 use streamfleet::fleet::Passthrough;
 use streamfleet::verify;
 use streamfleet_inventory::InventoryProcessor;
@@ -59,29 +58,6 @@ async fn seed_sequence(broker: &Broker, topic: &str, start: u64, count: u64, key
     verify::seed(&p, topic, start, count, keys, None, |_| {})
         .await
         .expect("seeded");
-}
-
-fn group_offsets(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> BTreeMap<i32, Option<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    c.committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
-        .collect()
 }
 
 async fn verify_copy(broker: &Broker, input: &str, output: &str) -> verify::Verification {

@@ -62,7 +62,8 @@ pub(crate) struct CommitFailed<'a> {
 }
 
 impl CommitFailed<'_> {
-    pub fn emit(self) {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics.commit_failed(self.worker);
         tracing::warn!(worker = self.worker, error = %self.error, "offset commit failed");
     }
 }
@@ -107,5 +108,25 @@ mod tests {
             .collect();
         assert_eq!(summarize(&tps), "a[0-2,5] b[3-4]");
         assert_eq!(summarize(&[]), "");
+    }
+
+    #[test]
+    fn a_failed_commit_is_counted_per_worker() {
+        let m = Metrics::default();
+        m.init_worker("a");
+        m.init_worker("b");
+        let e = "RebalanceInProgress";
+        CommitFailed {
+            worker: "a",
+            error: &e,
+        }
+        .emit(&m);
+        CommitFailed {
+            worker: "a",
+            error: &e,
+        }
+        .emit(&m);
+        let count = |w: &str| m.commit_failures_total(w);
+        assert_eq!((count("a"), count("b")), (2, 0));
     }
 }

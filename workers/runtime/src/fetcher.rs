@@ -437,7 +437,7 @@ impl<P: Processor> FetchContext<P> {
                 worker: &self.worker,
                 error: &e,
             }
-            .emit(),
+            .emit(&self.metrics),
         }
     }
 

@@ -50,6 +50,7 @@ pub struct Metrics {
     producer_errors: IntCounterVec,
     assigned: IntGaugeVec,
     rebalances: IntCounterVec,
+    commit_failures: IntCounterVec,
     consumer_lag_max: IntGaugeVec,
     pauses: IntCounterVec,
     buffered_bytes: IntGaugeVec,
@@ -188,6 +189,13 @@ impl Metrics {
                 "streamfleet_rebalances_total",
                 "Rebalance events by kind (assigned, revoked, lost).",
                 &["worker", "kind"],
+            ),
+            commit_failures: counter(
+                r,
+                "streamfleet_offset_commit_failures_total",
+                "Offset commits the group coordinator refused or that failed (at-least-once; the \
+                 next commit retries them, a new owner reprocesses what was never committed).",
+                &["worker"],
             ),
             consumer_lag_max: gauge(
                 r,
@@ -339,6 +347,7 @@ impl Metrics {
         for kind in ["assigned", "revoked", "lost"] {
             self.rebalances.with_label_values(&[worker, kind]);
         }
+        self.commit_failures.with_label_values(&[worker]);
         for result in ["committed", "aborted"] {
             self.transactions.with_label_values(&[worker, result]);
         }
@@ -429,6 +438,16 @@ impl Metrics {
     /// Counts one rebalance event.
     pub fn rebalance(&self, worker: &str, kind: &str) {
         self.rebalances.with_label_values(&[worker, kind]).inc();
+    }
+
+    /// Counts one failed offset commit.
+    pub fn commit_failed(&self, worker: &str) {
+        self.commit_failures.with_label_values(&[worker]).inc();
+    }
+
+    /// Failed offset commits of a worker so far.
+    pub fn commit_failures_total(&self, worker: &str) -> u64 {
+        self.commit_failures.with_label_values(&[worker]).get()
     }
 
     /// Sets the max lag of one topic for one group.
@@ -691,6 +710,7 @@ mod tests {
             "streamfleet_transactions_total{result=\"aborted\",worker=\"w\"} 0",
             "streamfleet_producer_fenced_total{worker=\"w\"} 0",
             "streamfleet_rebalances_total{kind=\"lost\",worker=\"w\"} 0",
+            "streamfleet_offset_commit_failures_total{worker=\"w\"} 0",
         ] {
             assert!(text.contains(s), "{s} missing");
         }

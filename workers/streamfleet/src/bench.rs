@@ -308,6 +308,17 @@ pub const RSS_BOUND: u64 = 256 * 1024 * 1024;
 /// End-to-end p99 allowed at half of the maximum rate, milliseconds.
 pub const P99_BOUND_MS: f64 = 50.0;
 
+/// Share of its offered rate a live run must process to count as keeping up.
+pub const KEEPING_UP: f64 = 0.97;
+
+/// Whether a live run offered `offered` records/s processed less than [`KEEPING_UP`] of it:
+/// the worker was saturated, records queued inside it, and its latency measures that queue
+/// rather than a record's path. (On a small machine the load generator and the embedded
+/// cluster share the worker's cores, so half of the backlog maximum can already be too much.)
+pub fn saturated(run: &RunResult, offered: u64) -> bool {
+    run.records_per_sec < KEEPING_UP * offered as f64
+}
+
 /// The medians a target needs.
 #[derive(Debug, Default)]
 pub struct Figures<'a> {
@@ -369,6 +380,15 @@ pub fn targets(f: &Figures<'_>) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_run_behind_its_offered_rate_is_saturated() {
+        let offered = 220_000;
+        assert!(saturated(&run(209_433.0, Some(1003.0), 0), offered));
+        assert!(saturated(&run(212_811.0, Some(331.0), 0), offered));
+        assert!(!saturated(&run(219_125.0, Some(175.0), 0), offered));
+        assert!(!saturated(&run(223_900.0, Some(47.0), 0), offered));
+    }
 
     fn run(rate: f64, p99: Option<f64>, rss: u64) -> RunResult {
         RunResult {

@@ -94,6 +94,8 @@ struct Summary {
     #[serde(flatten)]
     median: RunResult,
     cpu_seconds_per_million: f64,
+    /// A live run that did not keep up with its rate ([`bench::saturated`]).
+    saturated: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -825,6 +827,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 rate: key.1,
                 runs: runs.len(),
                 cpu_seconds_per_million: median.cpu_per_million(),
+                saturated: key
+                    .1
+                    .is_some_and(|offered| bench::saturated(&median, offered)),
                 median,
             }
         })
@@ -986,6 +991,15 @@ fn print_report(r: &Report, args: &BenchArgs) {
             "\nBacklog runs: latency includes the time a record waited in the backlog. Latency runs\n\
              (@ rate) commit every {} and measure record timestamp → offset commit.",
             humantime::format_duration(args.latency_commit_interval)
+        );
+    }
+    for s in r.summaries.iter().filter(|s| s.saturated) {
+        println!(
+            "\nnote: {} @ {}/s processed {:.0}/s, less than it was offered: its latency is mostly\n\
+             records queued inside it (the load generator and the cluster share this machine's cores).",
+            s.participant,
+            s.rate.unwrap_or_default(),
+            s.median.records_per_sec
         );
     }
     if !r.targets.is_empty() {

@@ -11,18 +11,24 @@
 //! schema of the Rust type, so records written by an older or newer compatible schema version
 //! decode. Encoding always writes with the type's own schema in the configured framing.
 //!
+//! Two Avro implementations share the work. The hot path (a record written with the reader's
+//! own schema, and every encode) goes through `serde_avro_fast`, straight between the bytes and
+//! the Rust type. apache-avro parses the schemas, computes their fingerprints and resolves a
+//! record written by another schema version (through an intermediate `Value`, which is slower
+//! and rare). Both write the same bytes: Avro's binary encoding of these records is canonical,
+//! and a property test holds the two to it.
+//!
 //! Every failure is a [`CodecError`]; [`CodecError::is_transient`] says whether retrying can
 //! help (a registry that is down) or the bytes are simply not decodable (dead-letter them).
 
 mod registry;
 mod store;
 
-use std::io::Read;
+use std::io::BufRead as _;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
 use dashmap::DashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -152,11 +158,9 @@ pub fn single_object_header(fingerprint: u64) -> [u8; 10] {
     header
 }
 
-/// A reader for one writer schema: direct when writer and reader are the same schema,
-/// resolving otherwise.
+/// A reader that resolves one writer schema against the codec's own.
 struct Reader {
     datum: GenericDatumReader<'static>,
-    resolving: bool,
     writer: String,
 }
 
@@ -164,7 +168,9 @@ struct Reader {
 pub struct AvroCodec<T> {
     store: Arc<SchemaStore>,
     schema: Arc<KnownSchema>,
-    writer: GenericDatumWriter<'static>,
+    /// The same schema for `serde_avro_fast`: every encode, and decodes of records written
+    /// with it.
+    fast: serde_avro_fast::Schema,
     format: WireFormat,
     registry: Option<Arc<RegistryClient>>,
     readers: DashMap<u64, Arc<Reader>>,
@@ -197,10 +203,9 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
             .version(name, version)
             .cloned()
             .ok_or_else(|| CodecError::UnknownReader(format!("{name} v{version}")))?;
-        let writer = GenericDatumWriter::builder(schema.schema)
-            .validate(false)
-            .human_readable(false)
-            .build()
+        let fast = schema
+            .json
+            .parse::<serde_avro_fast::Schema>()
             .map_err(|e| CodecError::InvalidSchema {
                 origin: schema.origin.clone(),
                 message: e.to_string(),
@@ -212,7 +217,7 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
         Ok(Self {
             store,
             schema,
-            writer,
+            fast,
             format,
             registry,
             readers: DashMap::new(),
@@ -238,15 +243,17 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        self.writer
-            .write_ser(&mut out, value)
-            .map_err(|e| CodecError::InvalidData(e.to_string()))?;
-        Ok(out)
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&self.fast);
+        serde_avro_fast::to_datum(value, out, &mut config)
+            .map_err(|e| CodecError::InvalidData(e.to_string()))
     }
 
     /// Decodes a framed record, resolving its writer schema against this codec's schema.
     pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let (writer, body) = match frame(bytes)? {
+            Frame::SingleObject(fp, body) if fp == self.schema.fingerprint => {
+                return self.decode_own(body);
+            }
             Frame::SingleObject(fp, body) => {
                 let writer = self
                     .store
@@ -260,55 +267,53 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
                 (registry.schema(id)?, body)
             }
         };
+        if writer.fingerprint == self.schema.fingerprint {
+            return self.decode_own(body);
+        }
         let reader = self.reader_for(&writer)?;
         let mut cursor = body;
-        let value = if reader.resolving {
-            let value = reader
-                .datum
-                .read_value(&mut cursor)
-                .map_err(|e| self.incompatible(&reader, e))?;
-            apache_avro::from_value::<T>(&value)
-                .map_err(|e| CodecError::InvalidData(e.to_string()))?
-        } else {
-            reader
-                .datum
-                .read_deser::<T>(&mut cursor)
-                .map_err(|e| CodecError::InvalidData(e.to_string()))?
-        };
-        let mut rest = Vec::new();
-        let trailing = cursor.read_to_end(&mut rest).unwrap_or(0);
+        let value = reader
+            .datum
+            .read_value(&mut cursor)
+            .map_err(|e| self.incompatible(&reader, e))?;
+        if !cursor.is_empty() {
+            return Err(CodecError::TrailingBytes(cursor.len()));
+        }
+        apache_avro::from_value::<T>(&value).map_err(|e| CodecError::InvalidData(e.to_string()))
+    }
+
+    /// Decodes a body written with this codec's own schema: the hot path.
+    fn decode_own(&self, body: &[u8]) -> Result<T, CodecError> {
+        let mut state = serde_avro_fast::de::DeserializerState::from_slice(body, &self.fast);
+        let value = T::deserialize(state.deserializer())
+            .map_err(|e| CodecError::InvalidData(e.to_string()))?;
+        let trailing = state.into_reader().fill_buf().map_or(0, |rest| rest.len());
         if trailing > 0 {
             return Err(CodecError::TrailingBytes(trailing));
         }
         Ok(value)
     }
 
+    /// The resolving reader for a writer schema other than this codec's own.
     fn reader_for(&self, writer: &Arc<KnownSchema>) -> Result<Arc<Reader>, CodecError> {
         if let Some(r) = self.readers.get(&writer.fingerprint) {
             return Ok(r.clone());
         }
-        let resolving = writer.fingerprint != self.schema.fingerprint;
-        let builder = GenericDatumReader::builder(writer.schema).human_readable(false);
-        let built = if resolving {
-            if writer.name != self.schema.name {
-                return Err(CodecError::Incompatible {
-                    writer: format!("{} ({})", writer.name, writer.origin),
-                    reader: self.schema.name.clone(),
-                    message: "different record names".into(),
-                });
-            }
-            builder.reader_schema(self.schema.schema).build()
-        } else {
-            builder.build()
-        };
-        let datum = built.map_err(|e| CodecError::Incompatible {
+        let incompatible = |message: String| CodecError::Incompatible {
             writer: format!("{} ({})", writer.name, writer.origin),
             reader: self.schema.name.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        if writer.name != self.schema.name {
+            return Err(incompatible("different record names".into()));
+        }
+        let datum = GenericDatumReader::builder(writer.schema)
+            .human_readable(false)
+            .reader_schema(self.schema.schema)
+            .build()
+            .map_err(|e| incompatible(e.to_string()))?;
         let reader = Arc::new(Reader {
             datum,
-            resolving,
             writer: format!("{} v{} ({})", writer.name, writer.version, writer.origin),
         });
         self.readers.insert(writer.fingerprint, reader.clone());

@@ -295,11 +295,18 @@ impl<P: Processor> Lane<P> {
                 }
                 let guard = state.as_mut().expect("locked above");
                 // Exactly once: no commit cuts through a record (see crate::transactions).
+                // Uncontended, the gate is one atomic. Only while a commit holds or awaits it
+                // does the lane queue behind the commit (try_read fails then, so the commit is
+                // never starved) and watch `stop`: registering with the token takes a lock,
+                // too much to pay per record.
                 let gate = match &self.ctx.txns {
-                    Some(txns) => tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => break 'lane,
-                        g = txns.gate.read() => Some(g),
+                    Some(txns) => match txns.gate.try_read() {
+                        Ok(g) => Some(g),
+                        Err(_) => tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => break 'lane,
+                            g = txns.gate.read() => Some(g),
+                        },
                     },
                     None => None,
                 };

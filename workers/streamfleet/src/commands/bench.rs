@@ -996,7 +996,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
     for s in r.summaries.iter().filter(|s| s.saturated) {
         println!(
             "\nnote: {} @ {}/s processed {:.0}/s, less than it was offered: its latency is mostly\n\
-             records queued inside it (the load generator and the cluster share this machine's cores).",
+             time records spent queued (the load generator and the cluster share this machine's cores).",
             s.participant,
             s.rate.unwrap_or_default(),
             s.median.records_per_sec

@@ -269,6 +269,8 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
                 (registry.schema(id)?, body)
             }
         };
+        // A registry id can name this codec's own schema: the same hot path. (Single-object
+        // records with its fingerprint took it above, before the store look-up.)
         if writer.fingerprint == self.schema.fingerprint {
             return self.decode_own(body);
         }

@@ -207,6 +207,8 @@ fn bench_reports_every_mode_and_loses_nothing() {
         assert_eq!(r["latency_ms"]["samples"], 2000, "{mode}");
         let l = &r["latency_ms"];
         assert!(l["p50"].as_f64() <= l["p99"].as_f64() && l["p99"].as_f64() <= l["max"].as_f64());
+        // The input was seeded before the run: no load generator ran beside it.
+        assert!(r["load_cpu_seconds"].is_null(), "{mode}: {r}");
     }
     // Passthrough copies every record; the booking processor emits one inventory event per
     // new or cancelled booking (not per confirmation), the same in both guarantees.
@@ -219,6 +221,11 @@ fn bench_reports_every_mode_and_loses_nothing() {
     // The latency run: at-least-once at a fixed rate, half of the measured maximum.
     let latency = run("at-least-once", true);
     assert!(latency["rate"].as_u64().unwrap() > 0);
+    // What the load generator took of the machine while it produced the input.
+    assert!(
+        latency["load_cpu_seconds"].as_f64().unwrap() >= 0.0,
+        "{latency}"
+    );
     assert_eq!(latency["output_records"], alo);
     let goals = goals(&report);
     assert!(goals.iter().any(|g| g.contains("passthrough")), "{goals:?}");

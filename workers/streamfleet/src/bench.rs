@@ -313,8 +313,9 @@ pub const KEEPING_UP: f64 = 0.97;
 
 /// Whether a live run offered `offered` records/s processed less than [`KEEPING_UP`] of it:
 /// the run fell behind, records queued (inside the worker, or before it fetched them: both
-/// were measured), and its latency measures that queue rather than a record's path. (On a small machine the load generator and the embedded
-/// cluster share the worker's cores, so half of the backlog maximum can already be too much.)
+/// were measured), and its latency measures that queue rather than a record's path. (On a
+/// small machine the load generator and the embedded cluster share the worker's cores, so
+/// half of the backlog maximum can already be too much.)
 pub fn saturated(run: &RunResult, offered: u64) -> bool {
     run.records_per_sec < KEEPING_UP * offered as f64
 }

@@ -71,50 +71,55 @@ async fn verify_copy(broker: &Broker, input: &str, output: &str) -> verify::Veri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_commit_path_copies_every_record_once_and_never_commits_outside_a_transaction_mock() {
     let broker = Broker::mock();
-    let (input, output) = broker.pipeline_topics("seq", 3).await;
-    seed_sequence(&broker, &input, 0, 3000, 30).await;
-    let group = unique("eos");
-    let mut config = test_config(
-        &broker.bootstrap(),
-        &group,
-        vec![(input.clone(), no_retries())],
-    );
-    eos(&mut config, "i-1");
-    let w = TestWorker::start(
-        config,
-        Passthrough {
-            output: output.clone(),
-        },
-    );
-    wait_until(WAIT, "3000 copied", || w.snapshot().succeeded == 3000).await;
-    let metrics = w.metrics.clone();
-    wait_until(WAIT, "every offset committed by a transaction", || {
-        metric(&metrics, "streamfleet_partition_committed_offset") == 3000.0
-    })
-    .await;
-    assert!(committed(&metrics) >= 1.0);
-    w.stop().await.expect("clean stop");
-    assert_eq!(aborted(&metrics), 0.0);
+    // One transaction for the worker, two groups over three partitions (the default), and a
+    // group per partition.
+    for producers in 1..=3 {
+        let (input, output) = broker.pipeline_topics("seq", 3).await;
+        seed_sequence(&broker, &input, 0, 3000, 30).await;
+        let group = unique("eos");
+        let mut config = test_config(
+            &broker.bootstrap(),
+            &group,
+            vec![(input.clone(), no_retries())],
+        );
+        eos(&mut config, "i-1");
+        config.transactional_producers = producers;
+        let w = TestWorker::start(
+            config,
+            Passthrough {
+                output: output.clone(),
+            },
+        );
+        wait_until(WAIT, "3000 copied", || w.snapshot().succeeded == 3000).await;
+        let metrics = w.metrics.clone();
+        wait_until(WAIT, "every offset committed by a transaction", || {
+            metric(&metrics, "streamfleet_partition_committed_offset") == 3000.0
+        })
+        .await;
+        assert!(committed(&metrics) >= 1.0);
+        w.stop().await.expect("clean stop");
+        assert_eq!(aborted(&metrics), 0.0, "{producers} producers");
 
-    // Nothing aborted, so even the mock shows an exact copy.
-    let v = verify_copy(&broker, &input, &output).await;
-    assert_eq!(v.anomalies(), 0, "{v:?}");
-    assert_eq!(v.output_records, 3000);
-    // The mock stores no transactional offsets: any committed offset would be a commit made
-    // outside a transaction.
-    let offsets = group_offsets(&broker.bootstrap(), &group, &input, 3);
-    assert!(
-        offsets.values().all(Option::is_none),
-        "an offset was committed outside a transaction: {offsets:?}"
-    );
+        // Nothing aborted, so even the mock shows an exact copy.
+        let v = verify_copy(&broker, &input, &output).await;
+        assert_eq!(v.anomalies(), 0, "{producers} producers: {v:?}");
+        assert_eq!(v.output_records, 3000, "{producers} producers");
+        // The mock stores no transactional offsets: any committed offset would be a commit
+        // made outside a transaction.
+        let offsets = group_offsets(&broker.bootstrap(), &group, &input, 3);
+        assert!(
+            offsets.values().all(Option::is_none),
+            "{producers} producers: an offset was committed outside a transaction: {offsets:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     let broker = Broker::mock();
     let (input, output) = broker.pipeline_topics("seq", 2).await;
-    // Enough records that the worker is still copying when the errors are injected (the
-    // injection hits every producer of the cluster, so nothing else may produce then).
+    // The injection below hits every transactional producer of the cluster, so nothing else
+    // may produce in transactions then.
     seed_sequence(&broker, &input, 0, 30_000, 10).await;
     let mut config = test_config(
         &broker.bootstrap(),
@@ -139,6 +144,9 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
         RDKafkaApiKey::AddPartitionsToTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
     );
+    // More input after the injection, so transactions start after it however fast the first
+    // 30,000 records were copied.
+    seed_sequence(&broker, &input, 30_000, 10_000, 10).await;
     wait_until(WAIT, "an abort", || aborted(&metrics) >= 1.0).await;
     let before = committed(&metrics);
     wait_until(WAIT, "commits after the abort", || {
@@ -146,7 +154,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     })
     .await;
     wait_until(WAIT, "every record copied", || {
-        metric(&metrics, "streamfleet_partition_committed_offset") == 30_000.0
+        metric(&metrics, "streamfleet_partition_committed_offset") == 40_000.0
     })
     .await;
     assert!(
@@ -155,7 +163,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     );
     let stats = w.stop().await.expect("clean stop").stats;
     assert!(
-        stats.consumed > 30_000,
+        stats.consumed > 40_000,
         "the aborted transaction's records were processed again: {stats:?}"
     );
 

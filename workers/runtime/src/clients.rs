@@ -145,14 +145,16 @@ pub fn consumer(config: &WorkerConfig) -> ClientConfig {
     c
 }
 
-/// The producer config of a worker (transactional under exactly-once).
-pub fn producer(config: &WorkerConfig) -> ClientConfig {
-    let mut fixed = vec![(
-        "client.id",
-        format!("streamfleet-{}-{}", config.worker, config.instance_name()),
-    )];
+/// The config of a worker's producer `index` (transactional under exactly-once, see
+/// [`WorkerConfig::transactional_id`]; at least once there is one, index 0).
+pub fn producer(config: &WorkerConfig, index: usize) -> ClientConfig {
+    let mut client_id = format!("streamfleet-{}-{}", config.worker, config.instance_name());
+    if index > 0 {
+        client_id.push_str(&format!("-{index}"));
+    }
+    let mut fixed = vec![("client.id", client_id)];
     if config.guarantee == crate::config::ProcessingGuarantee::ExactlyOnce
-        && let Some(id) = config.transactional_id()
+        && let Some(id) = config.transactional_id(index)
     {
         fixed.push(("transactional.id", id));
     }
@@ -178,7 +180,7 @@ mod tests {
             KafkaProperty::parse("linger.ms=50").unwrap(),
             KafkaProperty::parse("consumer.fetch.min.bytes=10").unwrap(),
         ];
-        let p = producer(&cfg);
+        let p = producer(&cfg, 0);
         assert_eq!(p.get("linger.ms"), Some("50"));
         assert_eq!(p.get("acks"), Some("all"));
         assert_eq!(p.get("fetch.min.bytes"), None);
@@ -188,6 +190,28 @@ mod tests {
         assert_eq!(
             c.get("partition.assignment.strategy"),
             Some("cooperative-sticky")
+        );
+    }
+
+    #[test]
+    fn each_transactional_producer_has_its_own_id() {
+        let mut cfg = WorkerConfig::new("w", "b:9092", vec![("t".into(), Default::default())]);
+        cfg.instance_id = Some("pod-0".into());
+        assert_eq!(producer(&cfg, 0).get("transactional.id"), None);
+        cfg.guarantee = crate::config::ProcessingGuarantee::ExactlyOnce;
+        let ids: Vec<_> = (0..2)
+            .map(|i| producer(&cfg, i).get("transactional.id").map(str::to_owned))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                Some("streamfleet-w.pod-0".to_owned()),
+                Some("streamfleet-w.pod-0#1".to_owned())
+            ]
+        );
+        assert_ne!(
+            producer(&cfg, 0).get("client.id"),
+            producer(&cfg, 1).get("client.id")
         );
     }
 

@@ -308,6 +308,11 @@ pub struct WorkerArgs {
     /// Exactly-once: also commit once a transaction holds this many records.
     #[arg(long, env = "STREAMFLEET_COMMIT_RECORDS", default_value_t = WorkerConfig::DEFAULT_COMMIT_RECORDS)]
     pub commit_records: u64,
+    /// Exactly-once: transactional producers of one worker, each serving the partitions
+    /// whose number modulo this is its index, with its own transaction; while one commits,
+    /// the partitions of the others go on.
+    #[arg(long, env = "STREAMFLEET_TRANSACTIONAL_PRODUCERS", default_value_t = WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS)]
+    pub transactional_producers: usize,
     /// Testing only (exactly-once): abort this share of transactions on purpose, 0 to 1.
     #[arg(
         long,
@@ -355,6 +360,8 @@ pub struct WorkerConfig {
     pub commit_interval: Duration,
     /// Exactly-once: commit once a transaction holds this many records.
     pub commit_records: u64,
+    /// Exactly-once: transactional producers (transaction groups) of the worker.
+    pub transactional_producers: usize,
     /// Testing: share of transactions aborted on purpose.
     pub fault_abort_probability: f64,
     /// Changelog topic of each source topic with durable state (exactly-once only).
@@ -378,6 +385,10 @@ impl WorkerConfig {
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
     /// Default records per transaction before an early commit.
     pub const DEFAULT_COMMIT_RECORDS: u64 = 10_000;
+    /// Default transactional producers of an exactly-once worker.
+    pub const DEFAULT_TRANSACTIONAL_PRODUCERS: usize = 2;
+    /// Most transactional producers of one worker.
+    pub const MAX_TRANSACTIONAL_PRODUCERS: usize = 16;
 
     /// A configuration with defaults for everything but the essentials.
     pub fn new(
@@ -398,6 +409,7 @@ impl WorkerConfig {
             guarantee: ProcessingGuarantee::AtLeastOnce,
             commit_interval: ProcessingGuarantee::AtLeastOnce.default_commit_interval(),
             commit_records: Self::DEFAULT_COMMIT_RECORDS,
+            transactional_producers: Self::DEFAULT_TRANSACTIONAL_PRODUCERS,
             fault_abort_probability: 0.0,
             changelogs: std::collections::HashMap::new(),
             shutdown_timeout: Duration::from_secs(30),
@@ -433,6 +445,7 @@ impl WorkerConfig {
             .commit_interval
             .unwrap_or(args.processing_guarantee.default_commit_interval());
         config.commit_records = args.commit_records;
+        config.transactional_producers = args.transactional_producers;
         config.fault_abort_probability = args.fault_abort_probability;
         config.shutdown_timeout = args.shutdown_timeout;
         config.kafka = kafka.all_properties()?;
@@ -486,6 +499,15 @@ impl WorkerConfig {
             return Err(ConfigError::invalid(
                 "--commit-records",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=Self::MAX_TRANSACTIONAL_PRODUCERS).contains(&self.transactional_producers) {
+            return Err(ConfigError::invalid(
+                "--transactional-producers",
+                format!(
+                    "must be between 1 and {}",
+                    Self::MAX_TRANSACTIONAL_PRODUCERS
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&self.fault_abort_probability) {
@@ -542,10 +564,14 @@ impl WorkerConfig {
         })
     }
 
-    /// The transactional id of this instance (exactly-once): `<group>.<instance>`.
-    pub fn transactional_id(&self) -> Option<String> {
-        self.stable_instance()
-            .map(|i| format!("{}.{i}", self.group_id))
+    /// The transactional id of this instance's producer `index` (exactly-once):
+    /// `<group>.<instance>` for the first, `<group>.<instance>#<index>` for the others (`#`
+    /// is in no host name, so no other instance's first id can be one of them).
+    pub fn transactional_id(&self, index: usize) -> Option<String> {
+        self.stable_instance().map(|i| match index {
+            0 => format!("{}.{i}", self.group_id),
+            n => format!("{}.{i}#{n}", self.group_id),
+        })
     }
 
     /// The instance name used in headers and `client.id`: the static id, or host and pid.
@@ -627,7 +653,21 @@ mod tests {
         c.guarantee = ProcessingGuarantee::ExactlyOnce;
         c.instance_id = Some("pod-0".into());
         assert!(c.validate().is_ok());
-        assert_eq!(c.transactional_id().as_deref(), Some("streamfleet-w.pod-0"));
+        assert_eq!(
+            c.transactional_id(0).as_deref(),
+            Some("streamfleet-w.pod-0")
+        );
+        assert_eq!(
+            c.transactional_id(1).as_deref(),
+            Some("streamfleet-w.pod-0#1")
+        );
+        for bad in [0, WorkerConfig::MAX_TRANSACTIONAL_PRODUCERS + 1] {
+            c.transactional_producers = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--transactional-producers"), "{e}");
+        }
+        c.transactional_producers = WorkerConfig::MAX_TRANSACTIONAL_PRODUCERS;
+        assert!(c.validate().is_ok());
         c.kafka = vec![KafkaProperty::parse("producer.enable.idempotence=false").unwrap()];
         assert!(
             c.validate()

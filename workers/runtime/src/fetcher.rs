@@ -11,13 +11,16 @@
 //!                        lane.try_send ──full──► start a stash
 //!   every loop: stashes move into lanes with room; a paused partition resumes when its
 //!   stash is down to half the lane capacity and half its share of the buffer memory
-//!   every commit interval: commit (sync) each lane's committable offset
+//!   every commit interval: commit (sync) each lane's committable offset; exactly once,
+//!            commit each transaction group whose transaction is due, one after the other
+//!            (the lanes of the other groups go on meanwhile)
 //!   assign:  create a lane per partition; it shares the state of its source partition
 //!            (a source partition and the same partition number of its retry rungs share one
 //!            state on this instance; a new source partition starts empty)
 //!   revoke:  stop the lanes, wait for their in-flight record and acks, commit (sync), drop
 //!            the lanes and their state, release
-//!   lost:    stop and drop the lanes; commit nothing (another member may own them already)
+//!   lost:    stop and drop the lanes; commit nothing (another member may own them already);
+//!            exactly once, abort every group's transaction and rewind the remaining lanes
 //! ```
 //!
 //! Commits are synchronous, as Kafka Streams' are: the consumer thread waits one round trip
@@ -279,15 +282,17 @@ impl<P: Processor> FetchContext<P> {
                 partitions: &tps,
             }
             .emit(&self.metrics);
-            if self.lane_ctx.txns.is_some() {
-                // The open transaction holds work of partitions another member owns now.
-                self.abort_transaction(consumer, "partitions lost");
+            if self.lane_ctx.exactly_once() {
+                // The open transactions hold work of partitions another member owns now.
+                for group in 0..self.lane_ctx.outputs.len() {
+                    self.abort_transaction(consumer, group, "partitions lost");
+                }
             }
             return;
         }
         let finished = self.stop_lanes(&tps, Instant::now() + self.revoke_timeout);
-        if self.lane_ctx.txns.is_some() {
-            self.commit_transaction(consumer, &finished);
+        if self.lane_ctx.exactly_once() {
+            self.commit_transactions(consumer, &finished);
         } else {
             self.commit_offsets(consumer, &finished);
         }
@@ -301,18 +306,46 @@ impl<P: Processor> FetchContext<P> {
         .emit(&self.metrics);
     }
 
-    /// Exactly once: commits the open transaction with every lane's committable offset and
-    /// the `extra` offsets of lanes just stopped. An abort rewinds every partition.
-    pub fn commit_transaction(
+    /// The transaction group of a partition (see [`LaneContext::output_of`]).
+    fn group_of(&self, tp: &TopicPartition) -> usize {
+        tp.partition.rem_euclid(self.lane_ctx.outputs.len() as i32) as usize
+    }
+
+    /// Exactly once: commits every group's open transaction, each with the `extra` offsets of
+    /// its lanes just stopped.
+    pub fn commit_transactions(
         &self,
         consumer: &BaseConsumer<Self>,
         extra: &[(TopicPartition, i64)],
     ) {
-        let txns = self.lane_ctx.txns.clone().expect("exactly-once");
+        for group in 0..self.lane_ctx.outputs.len() {
+            let extra: Vec<_> = extra
+                .iter()
+                .filter(|(tp, _)| self.group_of(tp) == group)
+                .cloned()
+                .collect();
+            self.commit_transaction(consumer, group, &extra);
+        }
+    }
+
+    /// Exactly once: commits `group`'s open transaction with the committable offset of every
+    /// lane of the group and the `extra` offsets of its lanes just stopped. An abort rewinds
+    /// the group's partitions.
+    pub fn commit_transaction(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        group: usize,
+        extra: &[(TopicPartition, i64)],
+    ) {
+        let txns = self.lane_ctx.outputs[group]
+            .txns
+            .clone()
+            .expect("exactly-once");
         let gate = self.runtime.block_on(txns.gate.write());
         let mut offsets: Vec<(TopicPartition, i64)> = self
             .lanes
             .iter()
+            .filter(|l| self.group_of(l.key()) == group)
             .map(|l| {
                 (
                     l.key().clone(),
@@ -337,27 +370,36 @@ impl<P: Processor> FetchContext<P> {
                 }
             }
             Ok(Finished::Empty) => {}
-            Ok(Finished::Aborted(reason)) => self.rewind(consumer, &reason),
+            Ok(Finished::Aborted(reason)) => self.rewind(consumer, group, &reason),
             Err(fatal) => self.lane_ctx.fatal.raise(fatal.0),
         }
         drop(gate);
     }
 
-    fn abort_transaction(&self, consumer: &BaseConsumer<Self>, reason: &str) {
-        let txns = self.lane_ctx.txns.clone().expect("exactly-once");
+    fn abort_transaction(&self, consumer: &BaseConsumer<Self>, group: usize, reason: &str) {
+        let txns = self.lane_ctx.outputs[group]
+            .txns
+            .clone()
+            .expect("exactly-once");
         let gate = self.runtime.block_on(txns.gate.write());
         match txns.abort(reason) {
-            Ok(_) => self.rewind(consumer, reason),
+            Ok(_) => self.rewind(consumer, group, reason),
             Err(fatal) => self.lane_ctx.fatal.raise(fatal.0),
         }
         drop(gate);
     }
 
-    /// After an abort (the caller holds the write gate, so no lane is inside a record):
-    /// stops every lane, drops its uncommitted state, seeks its partition back to the last
-    /// committed offset, and starts it again (restoring durable state from its changelog).
-    fn rewind(&self, consumer: &BaseConsumer<Self>, reason: &str) {
-        let tps: Vec<TopicPartition> = self.lanes.iter().map(|l| l.key().clone()).collect();
+    /// After an abort of `group`'s transaction (the caller holds its write gate, so no lane
+    /// of the group is inside a record): stops every lane of the group, drops its uncommitted
+    /// state, seeks its partition back to the last committed offset, and starts it again
+    /// (restoring durable state from its changelog).
+    fn rewind(&self, consumer: &BaseConsumer<Self>, group: usize, reason: &str) {
+        let tps: Vec<TopicPartition> = self
+            .lanes
+            .iter()
+            .map(|l| l.key().clone())
+            .filter(|tp| self.group_of(tp) == group)
+            .collect();
         let targets: Vec<(TopicPartition, Option<i64>)> = tps
             .iter()
             .map(|tp| {
@@ -743,7 +785,7 @@ pub(crate) fn run<P: Processor>(
     let mut last_publish = Instant::now();
     let mut paused = false;
     while !stop.is_cancelled() {
-        let idle = if ctx.lane_ctx.txns.is_some() {
+        let idle = if ctx.lane_ctx.exactly_once() {
             POLL_IDLE.min(commit_interval)
         } else {
             POLL_IDLE
@@ -772,18 +814,19 @@ pub(crate) fn run<P: Processor>(
         ctx.stats
             .buffered_bytes
             .store(ctx.buffered_bytes() as i64, Ordering::Relaxed);
-        match &ctx.lane_ctx.txns {
-            Some(txns) => {
-                if txns.due(commit_interval, commit_records) {
-                    ctx.commit_transaction(&consumer, &[]);
+        if ctx.lane_ctx.exactly_once() {
+            for (group, output) in ctx.lane_ctx.outputs.iter().enumerate() {
+                if output
+                    .txns
+                    .as_ref()
+                    .is_some_and(|t| t.due(commit_interval, commit_records))
+                {
+                    ctx.commit_transaction(&consumer, group, &[]);
                 }
             }
-            None => {
-                if last_commit.elapsed() >= commit_interval {
-                    ctx.commit_all(&consumer);
-                    last_commit = Instant::now();
-                }
-            }
+        } else if last_commit.elapsed() >= commit_interval {
+            ctx.commit_all(&consumer);
+            last_commit = Instant::now();
         }
         if last_publish.elapsed() >= PUBLISH_INTERVAL {
             ctx.publish_progress();
@@ -796,13 +839,20 @@ pub(crate) fn run<P: Processor>(
     let tps: Vec<TopicPartition> = ctx.lanes.iter().map(|l| l.key().clone()).collect();
     let lanes_in_flight = tps.len();
     let finished = ctx.stop_lanes(&tps, deadline);
-    let flushed = ctx
+    // Every producer is flushed, even after one failed to.
+    let flushed: Vec<bool> = ctx
         .lane_ctx
-        .producer
-        .flush(deadline.saturating_duration_since(Instant::now()))
-        .is_ok();
-    if ctx.lane_ctx.txns.is_some() {
-        ctx.commit_transaction(&consumer, &finished);
+        .outputs
+        .iter()
+        .map(|o| {
+            o.producer
+                .flush(deadline.saturating_duration_since(Instant::now()))
+                .is_ok()
+        })
+        .collect();
+    let flushed = flushed.iter().all(|ok| *ok);
+    if ctx.lane_ctx.exactly_once() {
+        ctx.commit_transactions(&consumer, &finished);
     } else {
         ctx.commit_offsets(&consumer, &finished);
     }

@@ -13,10 +13,11 @@
 //! covers records whose every output (or retry/dead-letter record) is acknowledged. The
 //! fetcher commits `committable`; nothing else does.
 //!
-//! Exactly once, the lane holds the transaction gate (shared) while it processes a record and
-//! enqueues what it produces, including the state changes of a durable state, then marks the
-//! offset committable at once: the commit of the transaction delivers the outputs and commits
-//! the offsets together (see [`crate::transactions`]). The ack task only counts deliveries.
+//! Exactly once, the lane holds its transaction group's gate (shared) while it processes a
+//! record and enqueues what it produces on the group's producer, including the state changes
+//! of a durable state, then marks the offset committable at once: the commit of the group's
+//! transaction delivers the outputs and commits the offsets together (see
+//! [`crate::transactions`]). The ack task only counts deliveries.
 //! Before its first record the lane waits until its partition's state is restored.
 //!
 //! A lane on a retry rung holds each record until its due time before processing it; while it
@@ -96,16 +97,38 @@ impl FatalSignal {
 /// What every lane of one worker shares.
 pub(crate) struct LaneContext<P: Processor> {
     pub processor: Arc<P>,
-    pub producer: Arc<OutputProducer>,
+    /// The worker's producers: one at least once; exactly once, one per transaction group
+    /// (see [`crate::transactions`]). A lane uses the one of its source partition.
+    pub outputs: Vec<Output>,
     pub router: FailureRouter,
     pub concurrency: Arc<Semaphore>,
     pub fatal: FatalSignal,
-    /// Exactly-once: the transaction and its gate.
-    pub txns: Option<Arc<Transactions>>,
     /// Exactly-once with durable state: where each source topic's changelog is.
     pub changelogs: Option<ChangelogTopics>,
     pub worker: String,
     pub metrics: crate::metrics::Metrics,
+}
+
+/// A producer and, exactly once, its transaction.
+#[derive(Clone)]
+pub(crate) struct Output {
+    pub producer: Arc<OutputProducer>,
+    /// Exactly once: the open transaction and its gate.
+    pub txns: Option<Arc<Transactions>>,
+}
+
+impl<P: Processor> LaneContext<P> {
+    /// The output (transaction group) of a source partition: partition modulo the number of
+    /// groups, so a partition and its retry rungs share a producer, and so their outputs and
+    /// changelog records keep the order they were produced in.
+    pub fn output_of(&self, source_partition: i32) -> &Output {
+        &self.outputs[source_partition.rem_euclid(self.outputs.len() as i32) as usize]
+    }
+
+    /// Whether the worker runs exactly once.
+    pub fn exactly_once(&self) -> bool {
+        self.outputs.iter().any(|o| o.txns.is_some())
+    }
 }
 
 /// Changelog topics of the sources, and how to reach them.
@@ -209,9 +232,12 @@ pub(crate) fn spawn<P: Processor>(
         committable: AtomicI64::new(-1),
         held_bytes: AtomicUsize::new(0),
     });
+    let output = ctx.output_of(tp.partition).clone();
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
         source: TopicPartition::new(ctx.router.source_of(&tp.topic), tp.partition),
+        producer: output.producer,
+        txns: output.txns,
         ctx,
         shared: shared.clone(),
         state: slot.state.clone(),
@@ -224,6 +250,10 @@ pub(crate) fn spawn<P: Processor>(
 
 struct Lane<P: Processor> {
     ctx: Arc<LaneContext<P>>,
+    /// The producer of this lane's transaction group (the worker's one at least once).
+    producer: Arc<OutputProducer>,
+    /// Exactly once: the transaction of this lane's group.
+    txns: Option<Arc<Transactions>>,
     shared: Arc<LaneShared>,
     state: Arc<Mutex<P::State>>,
     slot: Arc<StateSlot<P::State>>,
@@ -242,6 +272,7 @@ impl<P: Processor> Lane<P> {
         let acker = tokio::spawn(ack_loop(
             ack_rx,
             self.ctx.clone(),
+            self.producer.clone(),
             self.shared.clone(),
             self.metrics.clone(),
         ));
@@ -299,7 +330,7 @@ impl<P: Processor> Lane<P> {
                 // does the lane queue behind the commit (try_read fails then, so the commit is
                 // never starved) and watch `stop`: registering with the token takes a lock,
                 // too much to pay per record.
-                let gate = match &self.ctx.txns {
+                let gate = match &self.txns {
                     Some(txns) => match txns.gate.try_read() {
                         Ok(g) => Some(g),
                         Err(_) => tokio::select! {
@@ -314,7 +345,7 @@ impl<P: Processor> Lane<P> {
                 let Some(pending) = self.handle(guard, raw).await else {
                     break 'lane;
                 };
-                if let Some(txns) = &self.ctx.txns {
+                if let Some(txns) = &self.txns {
                     self.shared.committable.store(offset + 1, Ordering::Release);
                     txns.note_record();
                 }
@@ -416,7 +447,7 @@ impl<P: Processor> Lane<P> {
     /// partition is rewound and restarted by the abort); the record is processed again.
     fn transaction_failed(&self, reason: &str) {
         tracing::warn!(partition = %self.source, %reason, "the transaction failed; waiting for the abort");
-        if let Some(txns) = &self.ctx.txns {
+        if let Some(txns) = &self.txns {
             txns.request_abort();
         }
     }
@@ -490,7 +521,7 @@ impl<P: Processor> Lane<P> {
         };
         let mut sent = Vec::with_capacity(outputs.len());
         for out in outputs {
-            match self.ctx.producer.send(&out).await {
+            match self.producer.send(&out).await {
                 Ok(delivery) => sent.push((out, delivery)),
                 Err(ProduceError::Rejected(e)) => {
                     // An output Kafka will never take: dead-letter the input instead. Outputs
@@ -504,7 +535,7 @@ impl<P: Processor> Lane<P> {
                         routed: &routed,
                     }
                     .emit();
-                    return match self.ctx.producer.send(&routed.record).await {
+                    return match self.producer.send(&routed.record).await {
                         Ok(d) => {
                             sent.push((routed.record, d));
                             Some(Pending {
@@ -546,27 +577,25 @@ impl<P: Processor> Lane<P> {
 async fn ack_loop<P: Processor>(
     mut rx: mpsc::Receiver<(usize, Pending)>,
     ctx: Arc<LaneContext<P>>,
+    producer: Arc<OutputProducer>,
     shared: Arc<LaneShared>,
     metrics: TopicMetrics,
 ) {
+    let exactly_once = ctx.exactly_once();
     while let Some((held, pending)) = rx.recv().await {
         let mut kind = pending.kind;
-        if ctx.txns.is_some() {
+        if exactly_once {
             // Exactly once: the transaction's commit delivers these or aborts; a failed
             // delivery makes the commit fail and everything since the last commit is redone.
             for (out, delivery) in pending.sent {
-                ctx.producer.delivered(&out, delivery).await;
+                producer.delivered(&out, delivery).await;
             }
             count_outcome(&metrics, &kind);
             shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
             continue;
         }
         for (out, delivery) in pending.sent {
-            match ctx
-                .producer
-                .acknowledged(&out, delivery, &shared.stop)
-                .await
-            {
+            match producer.acknowledged(&out, delivery, &shared.stop).await {
                 Ok(()) => {}
                 Err(ProduceError::Stopped) => return,
                 Err(ProduceError::Fatal(reason) | ProduceError::TransactionFailed(reason)) => {
@@ -583,7 +612,7 @@ async fn ack_loop<P: Processor>(
                         routed: &routed,
                     }
                     .emit();
-                    if let Err(e) = ctx.producer.produce(&routed.record, &shared.stop).await {
+                    if let Err(e) = producer.produce(&routed.record, &shared.stop).await {
                         if !matches!(e, ProduceError::Stopped) {
                             ctx.fatal.raise(format!(
                                 "cannot dead-letter {}: {e}",

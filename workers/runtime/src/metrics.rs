@@ -490,10 +490,11 @@ impl Metrics {
         self.fenced.with_label_values(&[worker]).inc();
     }
 
-    /// Bridges librdkafka's producer statistics: total records sent (a running total from
-    /// librdkafka, turned into counter increments) and per-topic average batch sizes.
-    pub fn producer_statistics(&self, worker: &str, sent_total: i64, batch_avg: &[(String, f64)]) {
-        advance(&self.producer_sent.with_label_values(&[worker]), sent_total);
+    /// Bridges librdkafka's producer statistics: records sent since the producer's last
+    /// statistics (a worker may have several producers, each with its own running total) and
+    /// per-topic average batch sizes.
+    pub fn producer_statistics(&self, worker: &str, sent: u64, batch_avg: &[(String, f64)]) {
+        self.producer_sent.with_label_values(&[worker]).inc_by(sent);
         for (topic, avg) in batch_avg {
             self.producer_batch_size
                 .with_label_values(&[worker, topic])

@@ -8,6 +8,7 @@
 //! input. Every failed attempt is counted in `kafka_producer_record_error_total`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -48,14 +49,17 @@ pub struct Delivery {
 pub struct ProducerStats {
     worker: String,
     metrics: Metrics,
+    /// librdkafka's running total of records sent, as of its last statistics.
+    sent: AtomicI64,
 }
 
 impl ProducerStats {
-    /// Statistics for `worker`'s producer.
+    /// Statistics for one of `worker`'s producers.
     pub fn new(worker: &str, metrics: Metrics) -> Self {
         Self {
             worker: worker.to_owned(),
             metrics,
+            sent: AtomicI64::new(0),
         }
     }
 }
@@ -68,8 +72,10 @@ impl rdkafka::ClientContext for ProducerStats {
             .filter(|(_, t)| t.batchsize.cnt > 0)
             .map(|(name, t)| (name.clone(), t.batchsize.avg as f64))
             .collect();
+        let before = self.sent.fetch_max(statistics.txmsgs, Ordering::Relaxed);
+        let sent = (statistics.txmsgs - before).max(0) as u64;
         self.metrics
-            .producer_statistics(&self.worker, statistics.txmsgs, &batches);
+            .producer_statistics(&self.worker, sent, &batches);
     }
 }
 

@@ -1,22 +1,31 @@
-//! Exactly-once: one Kafka transaction at a time for the whole worker.
+//! Exactly-once: the transactions of a worker, one open at a time per transaction group.
 //!
 //! ```text
-//!   lanes ──(read gate)──► process record, enqueue outputs + retry/dead-letter + changelog
-//!                          committable = offset + 1                       ─┐
-//!   fetcher ──(write gate: no record in flight)──────────────────────────────┘
-//!            send_offsets_to_transaction(committable offsets, group metadata)
-//!            commit_transaction ─► begin_transaction
+//!   lanes of group g ──(g's read gate)──► process record, enqueue outputs + retry/dead-letter
+//!                                         + changelog on g's producer; committable = offset + 1
+//!   fetcher, for each group whose transaction is due, one group at a time:               ─┐
+//!     (g's write gate: no record of g in flight) ─────────────────────────────────────────┘
+//!     send_offsets_to_transaction(g's committable offsets, group metadata)
+//!     await g's deliveries ─► commit_transaction ─► begin_transaction
 //! ```
 //!
-//! The gate makes the commit a cut: every output enqueued before it belongs to a record whose
-//! offset the same transaction commits, and no record starts while it commits.
+//! A worker has `--transactional-producers` producers (2 by default), each with its own
+//! transactional id ([`crate::config::WorkerConfig::transactional_id`]) and its own
+//! transaction; partition `p` of every source (and of its retry rungs and changelog) belongs
+//! to group `p mod n`. The gate makes a commit a cut of its group: every output enqueued
+//! before it belongs to a record whose offset the same transaction commits, and no record of
+//! the group starts while it commits. The other groups' lanes go on meanwhile, so a commit
+//! (its cut, the last deliveries and two round trips to the coordinator, a few milliseconds
+//! every 100 ms) does not stop the whole worker. Order per key holds: a key's records come from
+//! one source partition, whose outputs all go through one producer.
 //!
 //! Errors follow librdkafka's classes:
 //! - retriable: the call is retried (with a backoff, a few times, then treated as abortable);
 //! - abortable: the transaction is aborted and [`Finished::Aborted`] returned; the caller
-//!   rewinds every partition to its last committed offset and drops its uncommitted state;
-//! - fatal (a fenced producer among them): [`Fatal`]; the worker stops and exits non-zero,
-//!   and its orchestrator restarts it.
+//!   rewinds every partition of the group to its last committed offset and drops its
+//!   uncommitted state (the other groups are not touched);
+//! - fatal (a fenced producer among them): [`Fatal`], for every group from then on; the worker
+//!   stops and exits non-zero, and its orchestrator restarts it.
 //!
 //! Every commit, abort and fencing is counted (`streamfleet_transactions_total`,
 //! `streamfleet_transaction_duration_seconds`, `streamfleet_producer_fenced_total`).
@@ -53,6 +62,9 @@ pub(crate) enum Finished {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fatal(pub String);
 
+/// The first fatal error of a worker's transactional producers, shared by all of them.
+pub(crate) type SharedFailure = Arc<Mutex<Option<Fatal>>>;
+
 enum Class {
     Retry,
     Abort,
@@ -71,7 +83,7 @@ fn is_fenced(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// The open transaction and the gate around it.
+/// One transaction group's open transaction and the gate around it.
 pub(crate) struct Transactions {
     producer: Arc<OutputProducer>,
     /// Lanes hold it shared while a record is in flight; a commit holds it exclusively.
@@ -82,8 +94,11 @@ pub(crate) struct Transactions {
     metrics: Metrics,
     fault_abort_probability: f64,
     rng: AtomicU64,
-    /// Set by the first fatal error; every later call repeats it (a fatal producer is done).
-    failed: Mutex<Option<Fatal>>,
+    /// Set by the first fatal error of any of the worker's transactional producers; every
+    /// later call of each repeats it (a fenced instance is a zombie with all its producers,
+    /// and a worker with a fatal producer stops, leaving its open transactions to be aborted
+    /// by its successor).
+    failed: SharedFailure,
     /// A lane found the transaction failed: abort it at the next opportunity.
     abort_requested: std::sync::atomic::AtomicBool,
 }
@@ -94,6 +109,7 @@ impl Transactions {
         worker: &str,
         metrics: Metrics,
         fault_abort_probability: f64,
+        failed: SharedFailure,
     ) -> Self {
         Self {
             producer,
@@ -104,7 +120,7 @@ impl Transactions {
             metrics,
             fault_abort_probability,
             rng: AtomicU64::new(crate::now_ms() as u64 | 1),
-            failed: Mutex::new(None),
+            failed,
             abort_requested: std::sync::atomic::AtomicBool::new(false),
         }
     }

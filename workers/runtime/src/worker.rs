@@ -24,12 +24,12 @@ use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::fetcher::{self, BufferBound, FetchContext};
 use crate::health::{Health, HealthHandle};
-use crate::lane::{ChangelogTopics, FatalSignal, LaneContext};
+use crate::lane::{ChangelogTopics, FatalSignal, LaneContext, Output};
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::processor::Processor;
 use crate::producer::{OutputProducer, ProducerStats};
 use crate::routing::FailureRouter;
-use crate::transactions::Transactions;
+use crate::transactions::{SharedFailure, Transactions};
 
 /// Why a worker stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -102,33 +102,44 @@ impl<P: Processor> Worker<P> {
         let config = self.config;
         config.validate()?;
         let instance = config.instance_name();
-        let producer: FutureProducer<ProducerStats> = clients::producer(&config)
-            .create_with_context(ProducerStats::new(&config.worker, self.metrics.clone()))?;
-        let producer = Arc::new(OutputProducer::new(
-            producer,
-            &config.worker,
-            self.metrics.clone(),
-            self.stats.clone(),
-        ));
         let router = FailureRouter::new(&config.group_id, &instance, config.sources.clone());
         let fatal = FatalSignal::default();
         let exactly_once = config.guarantee == ProcessingGuarantee::ExactlyOnce;
-        let txns = if exactly_once {
-            let txns = Arc::new(Transactions::new(
-                producer.clone(),
+        let producers = if exactly_once {
+            config.transactional_producers
+        } else {
+            1
+        };
+        let mut outputs = Vec::with_capacity(producers);
+        let failure = SharedFailure::default();
+        for index in 0..producers {
+            let producer: FutureProducer<ProducerStats> = clients::producer(&config, index)
+                .create_with_context(ProducerStats::new(&config.worker, self.metrics.clone()))?;
+            let producer = Arc::new(OutputProducer::new(
+                producer,
                 &config.worker,
                 self.metrics.clone(),
-                config.fault_abort_probability,
+                self.stats.clone(),
             ));
-            let starter = txns.clone();
-            tokio::task::spawn_blocking(move || starter.start())
-                .await
-                .map_err(|e| WorkerError::Fatal(e.to_string()))?
-                .map_err(|f| WorkerError::Fatal(f.0))?;
-            Some(txns)
-        } else {
-            None
-        };
+            let txns = if exactly_once {
+                let txns = Arc::new(Transactions::new(
+                    producer.clone(),
+                    &config.worker,
+                    self.metrics.clone(),
+                    config.fault_abort_probability,
+                    failure.clone(),
+                ));
+                let starter = txns.clone();
+                tokio::task::spawn_blocking(move || starter.start())
+                    .await
+                    .map_err(|e| WorkerError::Fatal(e.to_string()))?
+                    .map_err(|f| WorkerError::Fatal(f.0))?;
+                Some(txns)
+            } else {
+                None
+            };
+            outputs.push(Output { producer, txns });
+        }
         let changelogs = match (exactly_once, config.changelogs.is_empty()) {
             (true, false) => Some(ChangelogTopics {
                 brokers: config.brokers.clone(),
@@ -145,11 +156,10 @@ impl<P: Processor> Worker<P> {
         };
         let lane_ctx = Arc::new(LaneContext {
             processor: self.processor,
-            producer,
+            outputs,
             router: router.clone(),
             concurrency: Arc::new(Semaphore::new(config.max_concurrency)),
             fatal: fatal.clone(),
-            txns,
             changelogs,
             worker: config.worker.clone(),
             metrics: self.metrics.clone(),

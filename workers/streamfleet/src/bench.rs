@@ -14,7 +14,8 @@
 //! `BENCH_INPUT`, `BENCH_OUTPUT`, `BENCH_GROUP`, `BENCH_RECORDS`, `BENCH_COMMIT_INTERVAL_MS`,
 //! `BENCH_MODE`), consumes the input from the beginning, and prints on stdout `ready` once its
 //! partitions are assigned, `progress <n>` now and then, and finally `result <json>` (a
-//! [`RunResult`]). Every participant measures the same way:
+//! [`RunResult`]); our worker also reads `BENCH_TRANSACTIONAL_PRODUCERS`. Every participant
+//! measures the same way:
 //!
 //! - the clock starts when the first input record is consumed and stops when the N-th record
 //!   is done: its outputs acknowledged (at-least-once), or its transaction committed
@@ -52,6 +53,8 @@ pub mod vars {
     /// Milliseconds after the first record before latencies count (connections, first
     /// fetches and buffers warming up); absent: 0.
     pub const WARMUP_MS: &str = "BENCH_WARMUP_MS";
+    /// Exactly-once: the worker's transactional producers; absent: the worker's default.
+    pub const TRANSACTIONAL_PRODUCERS: &str = "BENCH_TRANSACTIONAL_PRODUCERS";
 }
 
 /// `fetch.wait.max.ms` of every participant on the embedded cluster. librdkafka's mock
@@ -82,6 +85,8 @@ pub struct Env {
     pub fetch_wait_max_ms: Option<u64>,
     /// Latencies count from this long after the first record.
     pub warmup: Duration,
+    /// Exactly-once: transactional producers of the worker.
+    pub transactional_producers: usize,
 }
 
 impl Env {
@@ -99,6 +104,10 @@ impl Env {
             ),
             (vars::MODE, self.mode.name().to_owned()),
             (vars::WARMUP_MS, self.warmup.as_millis().to_string()),
+            (
+                vars::TRANSACTIONAL_PRODUCERS,
+                self.transactional_producers.to_string(),
+            ),
         ]
         .into_iter()
         .chain(
@@ -136,6 +145,14 @@ impl Env {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", vars::WARMUP_MS))?,
                 Err(_) => 0,
             }),
+            transactional_producers: match std::env::var(vars::TRANSACTIONAL_PRODUCERS) {
+                Ok(v) => v
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", vars::TRANSACTIONAL_PRODUCERS))?,
+                Err(_) => {
+                    streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS
+                }
+            },
             fetch_wait_max_ms: match std::env::var(vars::FETCH_WAIT_MAX_MS) {
                 Ok(v) => Some(
                     v.parse()

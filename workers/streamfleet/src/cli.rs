@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// Exactly-once commit interval.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub commit_interval: Duration,
+    /// Exactly-once: transactional producers (transaction groups) of the worker, as the
+    /// worker's `--transactional-producers`.
+    #[arg(long, default_value_t = streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS)]
+    pub transactional_producers: usize,
     /// Also run a peer over the same input on the same cluster and report our figures as
     /// ratios of its: `MODE=COMMAND` (repeatable; see scripts/bench-peers).
     #[arg(long = "peer", value_name = "MODE=COMMAND", value_parser = parse_peer)]

@@ -77,6 +77,8 @@ struct Measured {
     mode: BenchMode,
     rate: Option<u64>,
     commit_interval_ms: u128,
+    /// Our exactly-once runs: the worker's transactional producers.
+    transactional_producers: Option<usize>,
     output_records: u64,
     /// CPU seconds the embedded cluster used during the run (the whole run, start to exit).
     cluster_cpu_seconds: Option<f64>,
@@ -513,6 +515,7 @@ impl Bench<'_> {
                 None => records,
             },
             commit_interval: run.commit_interval,
+            transactional_producers: self.args.transactional_producers,
             mode: run.participant.mode(),
             fetch_wait_max_ms: matches!(self.cluster, Cluster::Embedded { .. })
                 .then_some(bench::MOCK_FETCH_WAIT_MAX_MS),
@@ -625,6 +628,11 @@ impl Bench<'_> {
             mode: run.participant.mode(),
             rate: run.rate,
             commit_interval_ms: run.commit_interval.as_millis(),
+            transactional_producers: matches!(
+                run.participant,
+                Participant::Ours(BenchMode::ExactlyOnce)
+            )
+            .then_some(self.args.transactional_producers),
             output_records,
             cluster_cpu_seconds,
             load_cpu_seconds,

@@ -66,6 +66,7 @@ pub async fn run() -> anyhow::Result<i32> {
     config.instance_id = Some(format!("bench-{}", std::process::id()));
     config.guarantee = guarantee;
     config.commit_interval = env.commit_interval;
+    config.transactional_producers = env.transactional_producers;
     config.kafka = kafka_properties_from_env(std::env::vars())?;
     if let Some(ms) = env.fetch_wait_max_ms {
         config.kafka.push(KafkaProperty::parse(&format!(

@@ -306,9 +306,9 @@ impl<P: Processor> FetchContext<P> {
         .emit(&self.metrics);
     }
 
-    /// The transaction group of a partition (see [`LaneContext::output_of`]).
+    /// The transaction group of a partition (see [`LaneContext::group_of`]).
     fn group_of(&self, tp: &TopicPartition) -> usize {
-        tp.partition.rem_euclid(self.lane_ctx.outputs.len() as i32) as usize
+        self.lane_ctx.group_of(tp.partition)
     }
 
     /// Exactly once: commits every group's open transaction, each with the `extra` offsets of

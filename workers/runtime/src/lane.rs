@@ -118,11 +118,16 @@ pub(crate) struct Output {
 }
 
 impl<P: Processor> LaneContext<P> {
-    /// The output (transaction group) of a source partition: partition modulo the number of
-    /// groups, so a partition and its retry rungs share a producer, and so their outputs and
+    /// The transaction group of a partition: its number modulo the number of groups, so a
+    /// source partition and its retry rungs share a producer, and their outputs and
     /// changelog records keep the order they were produced in.
-    pub fn output_of(&self, source_partition: i32) -> &Output {
-        &self.outputs[source_partition.rem_euclid(self.outputs.len() as i32) as usize]
+    pub fn group_of(&self, partition: i32) -> usize {
+        partition.rem_euclid(self.outputs.len() as i32) as usize
+    }
+
+    /// The output of a partition's transaction group.
+    pub fn output_of(&self, partition: i32) -> &Output {
+        &self.outputs[self.group_of(partition)]
     }
 
     /// Whether the worker runs exactly once.

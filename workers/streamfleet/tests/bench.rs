@@ -209,6 +209,14 @@ fn bench_reports_every_mode_and_loses_nothing() {
         assert!(l["p50"].as_f64() <= l["p99"].as_f64() && l["p99"].as_f64() <= l["max"].as_f64());
         // The input was seeded before the run: no load generator ran beside it.
         assert!(r["load_cpu_seconds"].is_null(), "{mode}: {r}");
+        // Only exactly-once has transactional producers: the worker's default number.
+        let producers = (mode == "exactly-once")
+            .then_some(streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS);
+        assert_eq!(
+            r["transactional_producers"].as_u64(),
+            producers.map(|n| n as u64),
+            "{mode}: {r}"
+        );
     }
     // Passthrough copies every record; the booking processor emits one inventory event per
     // new or cancelled booking (not per confirmation), the same in both guarantees.
@@ -389,8 +397,15 @@ fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
         "--runs",
         "1",
         "--no-latency-run",
+        // A transaction group per partition.
+        "--transactional-producers",
+        "3",
     ]);
     assert_eq!(report["cluster"], bootstrap.as_str());
+    assert_eq!(
+        run_of(&report, "exactly-once", false)["transactional_producers"],
+        3
+    );
     let outputs = |mode: &str| {
         run_of(&report, mode, false)["output_records"]
             .as_u64()

@@ -280,7 +280,7 @@ impl Metrics {
             fenced: counter(
                 r,
                 "streamfleet_producer_fenced_total",
-                "Times this worker's transactional producer was fenced by another instance.",
+                "Times this worker's transactional producers were fenced by another instance.",
                 &["worker"],
             ),
             producer_sent: counter(

@@ -1,8 +1,9 @@
 //! A worker: one consumer-group member running one [`Processor`] at least once.
 //!
-//! [`Worker::run`] builds the producer and the consumer, subscribes to the source topics and
-//! their retry rungs, runs the [fetcher](crate::fetcher) on its own thread and returns when
-//! `shutdown` fires (after a graceful shutdown) or when something fatal happens.
+//! [`Worker::run`] builds the producers (one, or one per transaction group exactly once) and
+//! the consumer, subscribes to the source topics and their retry rungs, runs the
+//! [fetcher](crate::fetcher) on its own thread and returns when `shutdown` fires (after a
+//! graceful shutdown) or when something fatal happens.
 //!
 //! Errors say what happens next: [`WorkerError::Config`] and [`WorkerError::Kafka`] at start
 //! (fix the configuration), [`WorkerError::Fatal`] while running (the process exits non-zero

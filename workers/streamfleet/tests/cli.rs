@@ -174,6 +174,21 @@ fn configuration_errors_name_the_field_and_exit_2() {
             ],
             "--fault-abort-probability",
         ),
+        (
+            &[
+                "worker",
+                "booking",
+                "--brokers",
+                "localhost:1",
+                "--processing-guarantee",
+                "exactly-once",
+                "--instance-id",
+                "pod-0",
+                "--transactional-producers",
+                "0",
+            ],
+            "--transactional-producers",
+        ),
     ];
     for (args, field) in cases {
         let out = Command::new(BIN)

@@ -207,6 +207,37 @@ async fn a_fenced_producer_stops_the_worker_with_a_clear_reason_mock() {
     assert_eq!(metric(&metrics, "streamfleet_producer_fenced_total"), 1.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_transactional_id_is_named_when_the_worker_stops_mock() {
+    let broker = Broker::mock();
+    let (input, output) = broker.pipeline_topics("seq", 2).await;
+    let group = unique("eos");
+    let mut config = test_config(
+        &broker.bootstrap(),
+        &group,
+        vec![(input.clone(), no_retries())],
+    );
+    eos(&mut config, "i-1");
+    // The first producer registers; the broker refuses the second one's id (as a missing ACL
+    // would).
+    broker.as_mock().unwrap().request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ],
+    );
+    let w = TestWorker::start(config, Passthrough { output });
+    wait_until(WAIT, "the worker stops by itself", || !w.is_running()).await;
+    match w.stop().await {
+        Err(WorkerError::Fatal(reason)) => assert!(
+            reason.contains(&format!("transactional id {group}.i-1#1:")),
+            "{reason}"
+        ),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
+
 fn inventory_config(broker: &Broker, group: &str, input: &str, instance: &str) -> WorkerConfig {
     let mut config = test_config(
         &broker.bootstrap(),

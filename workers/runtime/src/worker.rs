@@ -134,7 +134,11 @@ impl<P: Processor> Worker<P> {
                 tokio::task::spawn_blocking(move || starter.start())
                     .await
                     .map_err(|e| WorkerError::Fatal(e.to_string()))?
-                    .map_err(|f| WorkerError::Fatal(f.0))?;
+                    .map_err(|f| {
+                        // Say which id: with broker ACLs, every id needs the prefix's grant.
+                        let id = config.transactional_id(index).unwrap_or_default();
+                        WorkerError::Fatal(format!("transactional id {id}: {}", f.0))
+                    })?;
                 Some(txns)
             } else {
                 None

@@ -29,6 +29,17 @@ fn eos(config: &mut WorkerConfig, instance: &str) {
     config.instance_id = Some(instance.to_owned());
 }
 
+/// An exactly-once worker of `group` over `input` with the static instance id `instance`.
+fn eos_config(broker: &Broker, group: &str, input: &str, instance: &str) -> WorkerConfig {
+    let mut config = test_config(
+        &broker.bootstrap(),
+        group,
+        vec![(input.to_owned(), no_retries())],
+    );
+    eos(&mut config, instance);
+    config
+}
+
 fn metric(metrics: &Metrics, line_start: &str) -> f64 {
     let mut buf = Vec::new();
     prometheus::TextEncoder::new()
@@ -77,12 +88,7 @@ async fn the_commit_path_copies_every_record_once_and_never_commits_outside_a_tr
         let (input, output) = broker.pipeline_topics("seq", 3).await;
         seed_sequence(&broker, &input, 0, 3000, 30).await;
         let group = unique("eos");
-        let mut config = test_config(
-            &broker.bootstrap(),
-            &group,
-            vec![(input.clone(), no_retries())],
-        );
-        eos(&mut config, "i-1");
+        let mut config = eos_config(&broker, &group, &input, "i-1");
         config.transactional_producers = producers;
         let w = TestWorker::start(
             config,
@@ -121,12 +127,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     // The injection below hits every transactional producer of the cluster, so nothing else
     // may produce in transactions then.
     seed_sequence(&broker, &input, 0, 30_000, 10).await;
-    let mut config = test_config(
-        &broker.bootstrap(),
-        &unique("eos"),
-        vec![(input.clone(), no_retries())],
-    );
-    eos(&mut config, "i-1");
+    let config = eos_config(&broker, &unique("eos"), &input, "i-1");
     let w = TestWorker::start(
         config,
         Passthrough {
@@ -180,12 +181,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
 async fn a_fenced_producer_stops_the_worker_with_a_clear_reason_mock() {
     let broker = Broker::mock();
     let (input, output) = broker.pipeline_topics("seq", 2).await;
-    let mut config = test_config(
-        &broker.bootstrap(),
-        &unique("eos"),
-        vec![(input.clone(), no_retries())],
-    );
-    eos(&mut config, "i-1");
+    let config = eos_config(&broker, &unique("eos"), &input, "i-1");
     let w = TestWorker::start(config, Passthrough { output });
     wait_until(WAIT, "assignment", || w.snapshot().assigned_partitions == 2).await;
     broker.as_mock().unwrap().request_errors(
@@ -212,12 +208,7 @@ async fn a_refused_transactional_id_is_named_when_the_worker_stops_mock() {
     let broker = Broker::mock();
     let (input, output) = broker.pipeline_topics("seq", 2).await;
     let group = unique("eos");
-    let mut config = test_config(
-        &broker.bootstrap(),
-        &group,
-        vec![(input.clone(), no_retries())],
-    );
-    eos(&mut config, "i-1");
+    let config = eos_config(&broker, &group, &input, "i-1");
     // The first producer registers; the broker refuses the second one's id (as a missing ACL
     // would).
     broker.as_mock().unwrap().request_errors(
@@ -239,12 +230,7 @@ async fn a_refused_transactional_id_is_named_when_the_worker_stops_mock() {
 }
 
 fn inventory_config(broker: &Broker, group: &str, input: &str, instance: &str) -> WorkerConfig {
-    let mut config = test_config(
-        &broker.bootstrap(),
-        group,
-        vec![(input.to_owned(), no_retries())],
-    );
-    eos(&mut config, instance);
+    let mut config = eos_config(broker, group, input, instance);
     config.changelogs = [(input.to_owned(), format!("{input}-changelog"))].into();
     config
 }

@@ -124,11 +124,23 @@ impl Env {
             std::env::var(name)
                 .map_err(|_| anyhow::anyhow!("{name} is not set (started by `streamfleet bench`?)"))
         };
-        let number = |name: &str| -> anyhow::Result<u64> {
-            get(name)?
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
-        };
+        fn parsed<T: std::str::FromStr>(name: &str, value: &str) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        }
+        /// An optional variable: absent is `None`, present must parse.
+        fn optional<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            std::env::var(name)
+                .ok()
+                .map(|v| parsed(name, &v))
+                .transpose()
+        }
+        let number = |name: &str| -> anyhow::Result<u64> { parsed(name, &get(name)?) };
         let mode = get(vars::MODE)?;
         Ok(Self {
             bootstrap: get(vars::BOOTSTRAP)?,
@@ -139,27 +151,11 @@ impl Env {
             commit_interval: Duration::from_millis(number(vars::COMMIT_INTERVAL_MS)?),
             mode: BenchMode::from_str(&mode, false)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", vars::MODE))?,
-            warmup: Duration::from_millis(match std::env::var(vars::WARMUP_MS) {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", vars::WARMUP_MS))?,
-                Err(_) => 0,
-            }),
-            transactional_producers: match std::env::var(vars::TRANSACTIONAL_PRODUCERS) {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", vars::TRANSACTIONAL_PRODUCERS))?,
-                Err(_) => {
-                    streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS
-                }
-            },
-            fetch_wait_max_ms: match std::env::var(vars::FETCH_WAIT_MAX_MS) {
-                Ok(v) => Some(
-                    v.parse()
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", vars::FETCH_WAIT_MAX_MS))?,
-                ),
-                Err(_) => None,
-            },
+            warmup: Duration::from_millis(optional(vars::WARMUP_MS)?.unwrap_or(0)),
+            transactional_producers: optional(vars::TRANSACTIONAL_PRODUCERS)?.unwrap_or(
+                streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS,
+            ),
+            fetch_wait_max_ms: optional(vars::FETCH_WAIT_MAX_MS)?,
         })
     }
 }

@@ -65,7 +65,7 @@ use crate::processor::Processor;
 use crate::progress::Progress;
 use crate::record::{FastHash, RawRecord, TopicPartition};
 use crate::state::StateSlot;
-use crate::transactions::Finished;
+use crate::transactions::{Finished, Transactions};
 use crate::wakeup::LeaderWakeup;
 
 /// How long `poll` blocks when nothing is paused, and when something is.
@@ -311,6 +311,14 @@ impl<P: Processor> FetchContext<P> {
         self.lane_ctx.group_of(tp.partition)
     }
 
+    /// Exactly once: `group`'s transaction.
+    fn transactions(&self, group: usize) -> Arc<Transactions> {
+        self.lane_ctx.outputs[group]
+            .txns
+            .clone()
+            .expect("exactly-once")
+    }
+
     /// Exactly once: commits every group's open transaction, each with the `extra` offsets of
     /// its lanes just stopped.
     pub fn commit_transactions(
@@ -337,10 +345,7 @@ impl<P: Processor> FetchContext<P> {
         group: usize,
         extra: &[(TopicPartition, i64)],
     ) {
-        let txns = self.lane_ctx.outputs[group]
-            .txns
-            .clone()
-            .expect("exactly-once");
+        let txns = self.transactions(group);
         let gate = self.runtime.block_on(txns.gate.write());
         let mut offsets: Vec<(TopicPartition, i64)> = self
             .lanes
@@ -377,10 +382,7 @@ impl<P: Processor> FetchContext<P> {
     }
 
     fn abort_transaction(&self, consumer: &BaseConsumer<Self>, group: usize, reason: &str) {
-        let txns = self.lane_ctx.outputs[group]
-            .txns
-            .clone()
-            .expect("exactly-once");
+        let txns = self.transactions(group);
         let gate = self.runtime.block_on(txns.gate.write());
         match txns.abort(reason) {
             Ok(_) => self.rewind(consumer, group, reason),

@@ -18,18 +18,18 @@
 //! most the batch in flight.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
 use streamfleet_runtime::config::{ClientScope, KafkaProperty};
 use streamfleet_runtime::headers::{self, FailureInfo};
 use streamfleet_runtime::{CancellationToken, ErrorClass, Headers, now_ms};
 
+use crate::delivery::DeliveryTracker;
 use crate::reader::{Isolation, consumer, read_range, watermarks};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -174,32 +174,12 @@ pub fn inspect(
     Ok(inspection)
 }
 
-/// Remembers the first failed delivery, so progress is never committed past a record that
-/// did not arrive.
-#[derive(Default)]
-struct DeliveryTracker {
-    failure: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryTracker {}
-
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            let mut slot = self.failure.lock().expect("delivery lock");
-            slot.get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
-        }
-    }
-}
-
-impl DeliveryTracker {
-    fn check(&self) -> anyhow::Result<()> {
-        match self.failure.lock().expect("delivery lock").clone() {
-            Some(failure) => anyhow::bail!("{failure}; progress not committed"),
-            None => Ok(()),
-        }
+/// Fails when a delivery failed: progress is never committed past a record that did not
+/// arrive.
+fn check(producer: &ThreadedProducer<DeliveryTracker>) -> anyhow::Result<()> {
+    match producer.context().failure() {
+        Some(failure) => anyhow::bail!("{failure}; progress not committed"),
+        None => Ok(()),
     }
 }
 
@@ -376,11 +356,11 @@ pub fn replay(
                 .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
             producer.send_offsets_to_transaction(&tpl, &cgm, TIMEOUT)?;
             producer.commit_transaction(TIMEOUT)?;
-            producer.context().check()?;
+            check(producer)?;
             producer.begin_transaction()?;
         } else {
             producer.flush(TIMEOUT)?;
-            producer.context().check()?;
+            check(producer)?;
             consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
         }
         Ok(())

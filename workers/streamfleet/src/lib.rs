@@ -5,6 +5,7 @@ pub mod accounting;
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod delivery;
 pub mod dlq;
 pub mod fleet;
 pub mod lag;

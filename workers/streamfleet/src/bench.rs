@@ -19,7 +19,9 @@
 //!
 //! - the clock starts when the first input record is consumed and stops when the N-th record
 //!   is done: its outputs acknowledged (at-least-once), or its transaction committed
-//!   (exactly-once);
+//!   (exactly-once); the input ends at the N-th record, so an exactly-once participant
+//!   commits as soon as it has processed all N (our worker stops cleanly, which commits),
+//!   not when its commit interval is next up;
 //! - CPU is user + system time of the whole process over that window (every librdkafka
 //!   thread included); peak RSS is the process's high-water mark (`VmHWM`);
 //! - end-to-end latency is, per record, its timestamp (set when it was produced) to the

@@ -114,6 +114,7 @@ pub async fn run() -> anyhow::Result<i32> {
     let exactly_once = env.mode == BenchMode::ExactlyOnce;
     let watcher = {
         let (health, committed) = (health.clone(), committed.clone());
+        let end_of_input = shutdown.clone();
         std::thread::Builder::new()
             .name("bench-clock".into())
             .spawn(move || -> Option<(Duration, Duration)> {
@@ -138,6 +139,13 @@ pub async fn run() -> anyhow::Result<i32> {
                 let mut last_progress = (Instant::now(), 0u64);
                 loop {
                     let done = if exactly_once {
+                        // The input ends at the N-th record, as a bounded source does: once
+                        // all N are processed, a clean stop commits the open transactions
+                        // now instead of when their interval is up (the Python peer commits
+                        // as soon as it has copied N, too).
+                        if finished(&stats) >= records && !end_of_input.is_cancelled() {
+                            end_of_input.cancel();
+                        }
                         committed.load(Ordering::Relaxed)
                     } else {
                         finished(&stats)

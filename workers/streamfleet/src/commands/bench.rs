@@ -358,18 +358,22 @@ async fn seed(
         sent += 1;
         if sent.is_multiple_of(1000) {
             bar.set_position(sent);
-            if let Some(failure) = producer.context().failure() {
-                anyhow::bail!("seeding failed: {failure}");
-            }
+            no_failed_delivery(producer)?;
         }
     }
     let flushing = producer.clone();
     tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(300))).await??;
-    if let Some(failure) = producer.context().failure() {
-        anyhow::bail!("seeding failed: {failure}");
-    }
+    no_failed_delivery(producer)?;
     bar.set_position(sent);
     Ok(())
+}
+
+/// Fails the seeding at the first failed delivery.
+fn no_failed_delivery(producer: &LoadProducer) -> anyhow::Result<()> {
+    match producer.context().failure() {
+        Some(failure) => anyhow::bail!("seeding failed: {failure}"),
+        None => Ok(()),
+    }
 }
 
 /// Checks that `topic` holds exactly `n` records from offset 0 on: librdkafka's mock broker

@@ -228,8 +228,8 @@ fn sum_of(text: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_least_once_commits_show_in_the_metrics_while_the_worker_runs() {
     // The committed-offset gauge and the end-to-end histogram are fed by the commits'
-    // completion, asynchronous under at-least-once: they must move during the run, not only
-    // at the final commit of a shutdown.
+    // completion, asynchronous under at-least-once, and the processing-time histogram by the
+    // lanes' batches: they must move during the run, not only at a shutdown.
     let broker = Broker::mock();
     let (input, output) = (unique("alo-in"), unique("alo-out"));
     for t in [&input, &output] {
@@ -253,11 +253,12 @@ async fn at_least_once_commits_show_in_the_metrics_while_the_worker_runs() {
     let metrics = w.metrics.clone();
     wait_until(
         Duration::from_secs(10),
-        "the committed offsets and 100 end-to-end samples in the metrics",
+        "the committed offsets, 100 end-to-end and 100 processing-time samples in the metrics",
         || {
             let text = scrape(&metrics);
             sum_of(&text, "streamfleet_partition_committed_offset") == 100.0
                 && sum_of(&text, "streamfleet_end_to_end_latency_seconds_count") == 100.0
+                && sum_of(&text, "streamfleet_processing_duration_seconds_count") == 100.0
         },
     )
     .await;

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
+use prometheus::local::LocalHistogram;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +49,7 @@ use crate::state::{RestoreSource, StateSlot};
 use crate::transactions::Transactions;
 
 /// Records a lane takes from its queue at once (one concurrency permit per batch).
-pub(crate) const BATCH: usize = 64;
+pub const BATCH: usize = 64;
 /// The lane's queue; the partition's buffer beyond it is the fetcher's stash. The fetcher
 /// refills queues once per loop, and a loop may wait in `poll` for a few milliseconds: the
 /// queue must hold more work than that. With 64 (one batch) lanes starved between refills and
@@ -283,7 +284,13 @@ impl<P: Processor> Lane<P> {
         ));
         let stop = self.shared.stop.clone();
         let mut batch = Vec::with_capacity(BATCH);
+        // Processing times are observed here and published once per batch (and when the lane
+        // waits or ends: dropping it publishes too): the topic's histogram is shared by all
+        // its lanes, and an observation per record made them contend for its atomics across
+        // cores (README, Benchmarks, profile items 17 and 18).
+        let mut processing = self.metrics.local_processing();
         'lane: loop {
+            processing.flush();
             let received = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -304,6 +311,7 @@ impl<P: Processor> Lane<P> {
                 if self.is_rung && !self.due(&raw) {
                     permit = None;
                     state = None;
+                    processing.flush();
                     if !self.wait_until_due(&raw).await {
                         break 'lane;
                     }
@@ -347,7 +355,7 @@ impl<P: Processor> Lane<P> {
                     None => None,
                 };
                 let offset = raw.offset;
-                let Some(pending) = self.handle(guard, raw).await else {
+                let Some(pending) = self.handle(guard, raw, &mut processing).await else {
                     break 'lane;
                 };
                 if let Some(txns) = &self.txns {
@@ -484,9 +492,15 @@ impl<P: Processor> Lane<P> {
             .collect()
     }
 
-    /// Decodes, processes and routes one record, and enqueues what it produces. `None` when
-    /// the worker must stop (fatal produce error) or the lane was stopped mid-send.
-    async fn handle(&self, state: &mut P::State, raw: RawRecord) -> Option<Pending> {
+    /// Decodes, processes and routes one record, and enqueues what it produces; the decode and
+    /// process time goes into `processing`. `None` when the worker must stop (fatal produce
+    /// error) or the lane was stopped mid-send.
+    async fn handle(
+        &self,
+        state: &mut P::State,
+        raw: RawRecord,
+        processing: &mut LocalHistogram,
+    ) -> Option<Pending> {
         self.metrics.record_consumed();
         let started = std::time::Instant::now();
         let result = match self.ctx.processor.decode(&raw) {
@@ -504,8 +518,7 @@ impl<P: Processor> Lane<P> {
                     })
             }
         };
-        self.metrics
-            .record_processing_time(started.elapsed().as_secs_f64());
+        processing.observe(started.elapsed().as_secs_f64());
         let changes = self.state_changes(state);
         let (kind, outputs) = match result {
             Ok(Outcome::Emit(mut outputs)) => {

@@ -48,7 +48,7 @@ mod transactions;
 mod wakeup;
 pub mod worker;
 
-pub use lane::now_ms;
+pub use lane::{BATCH as LANE_BATCH, now_ms};
 pub use processor::{ErrorClass, Outcome, ProcessError, Processor};
 pub use record::{Headers, OutputRecord, RawRecord, Record, TopicPartition};
 pub use worker::{Worker, WorkerError, WorkerReport};

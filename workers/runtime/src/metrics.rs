@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use prometheus::local::LocalHistogram;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -558,9 +559,10 @@ impl TopicMetrics {
         bump(&self.stats.consumed);
     }
 
-    /// Decode and process took `seconds`.
-    pub fn record_processing_time(&self, seconds: f64) {
-        self.processing.observe(seconds);
+    /// The processing-time histogram as a lane keeps it: decode and process times observed
+    /// locally, published by `flush` (or on drop) with one update of the shared histogram.
+    pub fn local_processing(&self) -> LocalHistogram {
+        self.processing.local()
     }
 
     /// Its outputs were acknowledged (or it was routed): count the outcome.

@@ -24,9 +24,14 @@ struct DevCluster {
 
 impl DevCluster {
     fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .arg("dev-cluster")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -124,6 +129,41 @@ fn dev_cluster_serves_an_ordinary_client_and_stops_on_sigterm() {
     let (code, stderr) = cluster.stop();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("dev-cluster: stopped"), "{stderr}");
+}
+
+/// The `THP_enabled` line of a process's status: whether transparent huge pages may back its
+/// memory. None on a kernel without transparent huge pages.
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+}
+
+#[test]
+fn streamfleet_turns_transparent_huge_pages_off_unless_mimalloc_allow_thp_is_set() {
+    let Some(ours) = thp_enabled(std::process::id()) else {
+        eprintln!("this kernel has no transparent huge pages: nothing to turn off");
+        return;
+    };
+    let cluster = DevCluster::start(&["--no-topics"]);
+    assert_eq!(
+        thp_enabled(cluster.child.id()).as_deref(),
+        Some("0"),
+        "off by default"
+    );
+    cluster.stop();
+    // A process whose parent turned them off cannot turn them on (the flag is inherited).
+    if ours == "1" {
+        let cluster = DevCluster::start_with(&["--no-topics"], &[("MIMALLOC_ALLOW_THP", "1")]);
+        assert_eq!(
+            thp_enabled(cluster.child.id()).as_deref(),
+            Some("1"),
+            "MIMALLOC_ALLOW_THP leaves them to mimalloc"
+        );
+        cluster.stop();
+    }
 }
 
 #[test]

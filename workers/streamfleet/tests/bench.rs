@@ -1,7 +1,8 @@
 //! `streamfleet dev-cluster` and `streamfleet bench` as users run them (debug build, small
 //! inputs): the cluster serves an ordinary client and stops cleanly; the benchmark reports
 //! every mode, loses nothing, and fails when a participant loses records or when the
-//! embedded cluster cannot hold the input. Speed is never asserted here: the figures are the
+//! embedded cluster cannot hold the input; every streamfleet process runs without transparent
+//! huge pages unless told otherwise. Speed is never asserted here: the figures are the
 //! benchmark's output, not a test's.
 
 use std::io::{BufRead, BufReader};

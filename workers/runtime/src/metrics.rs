@@ -293,8 +293,9 @@ impl Metrics {
             producer_batch_size: float_gauge(
                 r,
                 "kafka_producer_batch_size_avg",
-                "Average produced batch size in bytes over the last statistics window, by topic.",
-                &["worker", "topic"],
+                "Average produced batch size in bytes over the last statistics window, by topic \
+                 and producer (a worker's index of it: exactly-once workers have several).",
+                &["worker", "topic", "producer"],
             ),
             consumer_received: counter(
                 r,
@@ -491,14 +492,21 @@ impl Metrics {
         self.fenced.with_label_values(&[worker]).inc();
     }
 
-    /// Bridges librdkafka's producer statistics: records sent since the producer's last
-    /// statistics (a worker may have several producers, each with its own running total) and
-    /// per-topic average batch sizes.
-    pub fn producer_statistics(&self, worker: &str, sent: u64, batch_avg: &[(String, f64)]) {
+    /// Bridges librdkafka's statistics of `worker`'s producer number `producer`: records sent
+    /// since its last statistics (each producer has its own running total) and its per-topic
+    /// average batch sizes (one series per producer, so several do not overwrite each other).
+    pub fn producer_statistics(
+        &self,
+        worker: &str,
+        producer: usize,
+        sent: u64,
+        batch_avg: &[(String, f64)],
+    ) {
         self.producer_sent.with_label_values(&[worker]).inc_by(sent);
+        let producer = producer.to_string();
         for (topic, avg) in batch_avg {
             self.producer_batch_size
-                .with_label_values(&[worker, topic])
+                .with_label_values(&[worker, topic, &producer])
                 .set(*avg);
         }
     }
@@ -682,6 +690,20 @@ mod tests {
         m.consumer_statistics("w", 25);
         m.consumer_statistics("w", 5); // a restarted client reports a smaller total
         assert_eq!(m.consumer_received.with_label_values(&["w"]).get(), 25);
+    }
+
+    #[test]
+    fn each_producer_of_a_worker_keeps_its_own_batch_size() {
+        let m = Metrics::default();
+        m.producer_statistics("w", 0, 10, &[("out".into(), 2000.0)]);
+        m.producer_statistics("w", 1, 5, &[("out".into(), 3000.0)]);
+        let size = |p: &str| {
+            m.producer_batch_size
+                .with_label_values(&["w", "out", p])
+                .get()
+        };
+        assert_eq!((size("0"), size("1")), (2000.0, 3000.0));
+        assert_eq!(m.producer_sent.with_label_values(&["w"]).get(), 15);
     }
 
     #[test]

@@ -48,16 +48,19 @@ pub struct Delivery {
 /// Bridges the producer's librdkafka statistics into the metrics.
 pub struct ProducerStats {
     worker: String,
+    /// The producer's index in its worker (the `producer` label).
+    index: usize,
     metrics: Metrics,
     /// librdkafka's running total of records sent, as of its last statistics.
     sent: AtomicI64,
 }
 
 impl ProducerStats {
-    /// Statistics for one of `worker`'s producers.
-    pub fn new(worker: &str, metrics: Metrics) -> Self {
+    /// Statistics for `worker`'s producer number `index`.
+    pub fn new(worker: &str, index: usize, metrics: Metrics) -> Self {
         Self {
             worker: worker.to_owned(),
+            index,
             metrics,
             sent: AtomicI64::new(0),
         }
@@ -75,7 +78,7 @@ impl rdkafka::ClientContext for ProducerStats {
         let before = self.sent.fetch_max(statistics.txmsgs, Ordering::Relaxed);
         let sent = (statistics.txmsgs - before).max(0) as u64;
         self.metrics
-            .producer_statistics(&self.worker, sent, &batches);
+            .producer_statistics(&self.worker, self.index, sent, &batches);
     }
 }
 

@@ -115,7 +115,11 @@ impl<P: Processor> Worker<P> {
         let failure = SharedFailure::default();
         for index in 0..producers {
             let producer: FutureProducer<ProducerStats> = clients::producer(&config, index)
-                .create_with_context(ProducerStats::new(&config.worker, self.metrics.clone()))?;
+                .create_with_context(ProducerStats::new(
+                    &config.worker,
+                    index,
+                    self.metrics.clone(),
+                ))?;
             let producer = Arc::new(OutputProducer::new(
                 producer,
                 &config.worker,

@@ -23,12 +23,6 @@ use streamfleet_tests::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn eos(config: &mut WorkerConfig, instance: &str) {
-    config.guarantee = ProcessingGuarantee::ExactlyOnce;
-    config.commit_interval = ProcessingGuarantee::ExactlyOnce.default_commit_interval();
-    config.instance_id = Some(instance.to_owned());
-}
-
 /// An exactly-once worker of `group` over `input` with the static instance id `instance`.
 fn eos_config(broker: &Broker, group: &str, input: &str, instance: &str) -> WorkerConfig {
     let mut config = test_config(
@@ -36,7 +30,9 @@ fn eos_config(broker: &Broker, group: &str, input: &str, instance: &str) -> Work
         group,
         vec![(input.to_owned(), no_retries())],
     );
-    eos(&mut config, instance);
+    config.guarantee = ProcessingGuarantee::ExactlyOnce;
+    config.commit_interval = ProcessingGuarantee::ExactlyOnce.default_commit_interval();
+    config.instance_id = Some(instance.to_owned());
     config
 }
 
@@ -369,15 +365,7 @@ async fn offsets_commit_inside_transactions_and_a_restart_resumes_exactly_real_b
     let (input, output) = broker.pipeline_topics("seq", 3).await;
     seed_sequence(&broker, &input, 0, 3000, 30).await;
     let group = unique("eos");
-    let config = || {
-        let mut c = test_config(
-            &broker.bootstrap(),
-            &group,
-            vec![(input.clone(), no_retries())],
-        );
-        eos(&mut c, "i-1");
-        c
-    };
+    let config = || eos_config(&broker, &group, &input, "i-1");
     let w = TestWorker::start(
         config(),
         Passthrough {
@@ -422,15 +410,7 @@ async fn a_second_instance_with_the_same_id_fences_the_first_real_broker() {
     let broker = Broker::real();
     let (input, output) = broker.pipeline_topics("seq", 2).await;
     let group = unique("eos");
-    let config = || {
-        let mut c = test_config(
-            &broker.bootstrap(),
-            &group,
-            vec![(input.clone(), no_retries())],
-        );
-        eos(&mut c, "same-id");
-        c
-    };
+    let config = || eos_config(&broker, &group, &input, "same-id");
     let first = TestWorker::start(
         config(),
         Passthrough {

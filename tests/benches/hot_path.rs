@@ -5,7 +5,9 @@
 //!   codec, as the booking worker does for every record;
 //! - `headers/*`: building the failure headers of a retry or dead-letter record, directly and
 //!   through the failure router that picks the rung;
-//! - `metrics/*`: the Prometheus updates a lane makes per record.
+//! - `metrics/*`: the Prometheus updates a lane makes per record;
+//! - `validate/*`: the booking processor's business checks of one event (the currency look-up
+//!   among them).
 //!
 //!     cargo bench -p streamfleet-tests --bench hot_path
 //!
@@ -16,6 +18,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus::Registry;
+use streamfleet_booking::BookingProcessor;
 use streamfleet_runtime::LANE_BATCH;
 use streamfleet_runtime::headers::{FailureInfo, with_failure};
 use streamfleet_runtime::metrics::{Metrics, RecordOutcome, WorkerStats};
@@ -23,7 +26,7 @@ use streamfleet_runtime::processor::{ErrorClass, ProcessError};
 use streamfleet_runtime::record::RawRecord;
 use streamfleet_runtime::retry::RetryPolicy;
 use streamfleet_runtime::routing::FailureRouter;
-use streamfleet_schemas::{BookingEvent, BookingStatus, Encoding};
+use streamfleet_schemas::{BookingEvent, BookingStatus, Encoding, is_iso4217};
 
 fn booking() -> BookingEvent {
     BookingEvent {
@@ -141,5 +144,26 @@ fn metrics(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(hot_path, avro, headers, metrics);
+fn validate(c: &mut Criterion) {
+    let event = booking();
+    // Codes from both ends and the middle of the list, and two that are refused.
+    let codes = ["AED", "EUR", "GBP", "JPY", "USD", "ZWG", "XXX", "eur"];
+    let mut g = c.benchmark_group("validate");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("booking_event", |b| {
+        b.iter(|| BookingProcessor::validate(black_box(&event)).expect("valid"))
+    });
+    g.throughput(Throughput::Elements(codes.len() as u64));
+    g.bench_function("is_iso4217", |b| {
+        b.iter(|| {
+            codes
+                .iter()
+                .filter(|code| is_iso4217(black_box(code)))
+                .count()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(hot_path, avro, headers, metrics, validate);
 criterion_main!(hot_path);

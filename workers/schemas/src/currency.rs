@@ -17,9 +17,48 @@ const CODES: &[&str] = &[
     "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
+/// Three upper-case letters make 26³ codes: one bit each.
+const SLOTS: usize = 26 * 26 * 26;
+
+/// A bit per possible code, set for those in [`CODES`], built at compile time. The booking and
+/// payment workers check every record's currency: a binary search over the list compared
+/// strings eight times (`memcmp`, about 40 ns a code and 2.5 % of the worker's profile); this
+/// is one index and one load.
+const TABLE: [u64; SLOTS.div_ceil(64)] = table();
+
+/// The position of a three-upper-case-letter code among all of them, `None` for anything else.
+const fn slot(code: &[u8]) -> Option<usize> {
+    if code.len() != 3 {
+        return None;
+    }
+    let mut slot = 0;
+    let mut i = 0;
+    while i < 3 {
+        if !code[i].is_ascii_uppercase() {
+            return None;
+        }
+        slot = slot * 26 + (code[i] - b'A') as usize;
+        i += 1;
+    }
+    Some(slot)
+}
+
+const fn table() -> [u64; SLOTS.div_ceil(64)] {
+    let mut table = [0u64; SLOTS.div_ceil(64)];
+    let mut i = 0;
+    while i < CODES.len() {
+        match slot(CODES[i].as_bytes()) {
+            Some(s) => table[s / 64] |= 1 << (s % 64),
+            None => panic!("CODES holds an entry that is not three upper-case letters"),
+        }
+        i += 1;
+    }
+    table
+}
+
 /// Whether `code` is an ISO-4217 currency code (three upper-case letters, in the list).
 pub fn is_iso4217(code: &str) -> bool {
-    CODES.binary_search(&code).is_ok()
+    slot(code.as_bytes()).is_some_and(|s| TABLE[s / 64] & (1 << (s % 64)) != 0)
 }
 
 #[cfg(test)]
@@ -27,8 +66,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_list_is_sorted_so_binary_search_works() {
+    fn the_list_is_sorted_without_duplicates() {
         assert!(CODES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_table_accepts_exactly_the_listed_codes() {
+        let mut accepted = 0;
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let code = String::from_utf8(vec![a, b, c]).unwrap();
+                    let listed = CODES.contains(&code.as_str());
+                    assert_eq!(is_iso4217(&code), listed, "{code}");
+                    accepted += usize::from(listed);
+                }
+            }
+        }
+        assert_eq!(accepted, CODES.len());
     }
 
     #[test]
@@ -36,7 +91,9 @@ mod tests {
         for ok in ["EUR", "USD", "JPY", "GBP", "CHF"] {
             assert!(is_iso4217(ok), "{ok}");
         }
-        for bad in ["eur", "EURO", "XXX", "XTS", "XAU", "", "US"] {
+        for bad in [
+            "eur", "EURO", "XXX", "XTS", "XAU", "", "US", "EU\u{c9}", "E\0R", "@UR", "[UR",
+        ] {
             assert!(!is_iso4217(bad), "{bad}");
         }
     }

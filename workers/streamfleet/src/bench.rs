@@ -338,6 +338,26 @@ pub fn saturated(run: &RunResult, offered: u64) -> bool {
     run.records_per_sec < KEEPING_UP * offered as f64
 }
 
+/// Slowest over fastest CPU per record among a participant's runs above which the benchmark
+/// notes that the machine's speed moved during the invocation. The same work costs the same
+/// CPU, so runs that disagree measured the machine too. On the 2-vCPU VM of the README,
+/// runs of one mode outside its slow spells stayed within about 15 % of each other (3.3-3.8
+/// CPU s per million records); runs in a slow spell took 4.3-5.0.
+pub const CPU_SPREAD_NOTED: f64 = 1.2;
+
+/// CPU per record of the slowest run over that of the fastest: 1.0 when they agree (or with
+/// fewer than two runs).
+pub fn cpu_spread(runs: &[RunResult]) -> f64 {
+    let per_record: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.records > 0 && r.cpu_seconds > 0.0)
+        .map(RunResult::cpu_per_million)
+        .collect();
+    let min = per_record.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = per_record.iter().copied().fold(0.0, f64::max);
+    if per_record.len() < 2 { 1.0 } else { max / min }
+}
+
 /// The medians a target needs.
 #[derive(Debug, Default)]
 pub struct Figures<'a> {
@@ -407,6 +427,27 @@ mod tests {
         assert!(saturated(&run(212_811.0, Some(331.0), 0), offered));
         assert!(!saturated(&run(219_125.0, Some(175.0), 0), offered));
         assert!(!saturated(&run(223_900.0, Some(47.0), 0), offered));
+    }
+
+    #[test]
+    fn cpu_spread_is_the_slowest_run_over_the_fastest() {
+        let with_cpu = |cpu_seconds| RunResult {
+            cpu_seconds,
+            ..run(400_000.0, None, 0)
+        };
+        let runs = [with_cpu(3.4e-3), with_cpu(4.76e-3), with_cpu(3.5e-3)];
+        assert!(
+            (cpu_spread(&runs) - 1.4).abs() < 1e-9,
+            "{}",
+            cpu_spread(&runs)
+        );
+        assert!(cpu_spread(&runs) > CPU_SPREAD_NOTED);
+        let steady = [with_cpu(3.4e-3), with_cpu(3.6e-3), with_cpu(3.5e-3)];
+        assert!(cpu_spread(&steady) < CPU_SPREAD_NOTED);
+        assert_eq!(cpu_spread(&runs[..1]), 1.0);
+        assert_eq!(cpu_spread(&[]), 1.0);
+        // A run that reported no CPU time is left out.
+        assert_eq!(cpu_spread(&[with_cpu(3.4e-3), with_cpu(0.0)]), 1.0);
     }
 
     fn run(rate: f64, p99: Option<f64>, rss: u64) -> RunResult {

@@ -317,6 +317,20 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
             "at-least-once"
         ]
     );
+    // Each summary says how far its runs disagree on CPU per record: slowest over fastest.
+    for summary in report["summaries"].as_array().expect("summaries") {
+        let per_record: Vec<f64> = report["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["participant"] == summary["participant"])
+            .map(|r| r["cpu_seconds"].as_f64().unwrap() / r["records"].as_f64().unwrap())
+            .collect();
+        assert_eq!(per_record.len(), 2, "{summary}");
+        let expected = per_record[0].max(per_record[1]) / per_record[0].min(per_record[1]);
+        let spread = summary["cpu_spread"].as_f64().expect("cpu_spread");
+        assert!((spread - expected).abs() < 1e-9, "{spread} != {expected}");
+    }
 }
 
 #[test]
@@ -341,6 +355,40 @@ fn a_peer_that_loses_records_fails_the_benchmark() {
         stderr(&out).contains("peer passthrough: 0 output records for 1000 input records"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn runs_that_disagree_on_cpu_per_record_are_noted() {
+    // A fake peer whose second run reports twice the CPU of its first, as a run in one of a
+    // shared machine's slow spells does. It copies nothing, so the benchmark also fails.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let counter = dir.path().join("runs");
+    let fake = format!(
+        r#"n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo ready; echo "result {{\"records\":1000,\"seconds\":0.5,\"records_per_sec\":2000.0,\"cpu_seconds\":0.$n,\"peak_rss_bytes\":1048576}}""#,
+        c = counter.display()
+    );
+    let out = bench(&[
+        "--records",
+        "1000",
+        "--partitions",
+        "2",
+        "--runs",
+        "2",
+        "--mode",
+        "passthrough",
+        "--no-latency-run",
+        "--peer",
+        &format!("passthrough={fake}"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("note: the machine's speed moved during this invocation"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("peer passthrough (slowest run ×2.00 the fastest)"),
+        "{stdout}"
     );
 }
 

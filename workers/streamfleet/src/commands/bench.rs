@@ -100,6 +100,8 @@ struct Summary {
     #[serde(flatten)]
     median: RunResult,
     cpu_seconds_per_million: f64,
+    /// CPU per record of the slowest run over the fastest ([`bench::cpu_spread`]).
+    cpu_spread: f64,
     /// A live run that did not keep up with its rate ([`bench::saturated`]).
     saturated: bool,
 }
@@ -871,6 +873,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 rate: key.1,
                 runs: runs.len(),
                 cpu_seconds_per_million: median.cpu_per_million(),
+                cpu_spread: bench::cpu_spread(&results),
                 saturated: key
                     .1
                     .is_some_and(|offered| bench::saturated(&median, offered)),
@@ -1044,6 +1047,26 @@ fn print_report(r: &Report, args: &BenchArgs) {
             s.participant,
             s.rate.unwrap_or_default(),
             s.median.records_per_sec
+        );
+    }
+    let unsteady: Vec<String> = r
+        .summaries
+        .iter()
+        .filter(|s| s.cpu_spread > bench::CPU_SPREAD_NOTED)
+        .map(|s| {
+            let label = match s.rate {
+                Some(rate) => format!("{} @ {rate}/s", s.participant),
+                None => s.participant.clone(),
+            };
+            format!("{label} (slowest run ×{:.2} the fastest)", s.cpu_spread)
+        })
+        .collect();
+    if !unsteady.is_empty() {
+        println!(
+            "\nnote: the machine's speed moved during this invocation: the runs of {} disagree\n\
+             on CPU per record, so the medians and ratios above carry that noise; compare\n\
+             several invocations.",
+            unsteady.join(", ")
         );
     }
     if !r.targets.is_empty() {

@@ -106,6 +106,16 @@ struct Summary {
     saturated: bool,
 }
 
+impl Summary {
+    /// The participant, with its rate for a live run.
+    fn label(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("{} @ {rate}/s", self.participant),
+            None => self.participant.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     records: u64,
@@ -1006,10 +1016,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
         "outputs"
     );
     for s in &r.summaries {
-        let label = match s.rate {
-            Some(rate) => format!("{} @ {rate}/s", s.participant),
-            None => s.participant.clone(),
-        };
+        let label = s.label();
         let lat = |f: fn(&bench::Latency) -> f64| {
             s.median
                 .latency_ms
@@ -1049,25 +1056,20 @@ fn print_report(r: &Report, args: &BenchArgs) {
             s.median.records_per_sec
         );
     }
-    let unsteady: Vec<String> = r
+    let unsteady: Vec<&Summary> = r
         .summaries
         .iter()
         .filter(|s| s.cpu_spread > bench::CPU_SPREAD_NOTED)
-        .map(|s| {
-            let label = match s.rate {
-                Some(rate) => format!("{} @ {rate}/s", s.participant),
-                None => s.participant.clone(),
-            };
-            format!("{label} (slowest run ×{:.2} the fastest)", s.cpu_spread)
-        })
         .collect();
     if !unsteady.is_empty() {
         println!(
-            "\nnote: the machine's speed moved during this invocation: the runs of {} disagree\n\
-             on CPU per record, so the medians and ratios above carry that noise; compare\n\
-             several invocations.",
-            unsteady.join(", ")
+            "\nnote: the machine's speed moved during this invocation. The runs of these participants\n\
+             disagree on CPU per record (slowest run over fastest), so their medians and the ratios\n\
+             below carry that noise; compare several invocations:"
         );
+        for s in unsteady {
+            println!("  {}: ×{:.2}", s.label(), s.cpu_spread);
+        }
     }
     if !r.targets.is_empty() {
         println!("\ntargets");

@@ -333,23 +333,28 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
     }
 }
 
-#[test]
-fn a_peer_that_loses_records_fails_the_benchmark() {
-    // Speaks the protocol (ready, result) but copies nothing.
-    let fake = r#"echo ready; echo 'result {"records":1000,"seconds":0.5,"records_per_sec":2000.0,"cpu_seconds":0.1,"peak_rss_bytes":1048576}'"#;
-    let out = bench(&[
+/// Passthrough over 1,000 records beside the peer `command`, `runs` rounds, no latency run.
+fn passthrough_beside_peer(command: &str, runs: u32) -> Output {
+    bench(&[
         "--records",
         "1000",
         "--partitions",
         "2",
         "--runs",
-        "1",
+        &runs.to_string(),
         "--mode",
         "passthrough",
         "--no-latency-run",
         "--peer",
-        &format!("passthrough={fake}"),
-    ]);
+        &format!("passthrough={command}"),
+    ])
+}
+
+#[test]
+fn a_peer_that_loses_records_fails_the_benchmark() {
+    // Speaks the protocol (ready, result) but copies nothing.
+    let fake = r#"echo ready; echo 'result {"records":1000,"seconds":0.5,"records_per_sec":2000.0,"cpu_seconds":0.1,"peak_rss_bytes":1048576}'"#;
+    let out = passthrough_beside_peer(fake, 1);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("peer passthrough: 0 output records for 1000 input records"),
@@ -368,19 +373,7 @@ fn runs_that_disagree_on_cpu_per_record_are_noted() {
         r#"n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo ready; echo "result {{\"records\":1000,\"seconds\":0.5,\"records_per_sec\":2000.0,\"cpu_seconds\":0.$n,\"peak_rss_bytes\":1048576}}""#,
         c = counter.display()
     );
-    let out = bench(&[
-        "--records",
-        "1000",
-        "--partitions",
-        "2",
-        "--runs",
-        "2",
-        "--mode",
-        "passthrough",
-        "--no-latency-run",
-        "--peer",
-        &format!("passthrough={fake}"),
-    ]);
+    let out = passthrough_beside_peer(&fake, 2);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("note: the machine's speed moved during this invocation"),

@@ -17,14 +17,14 @@ const CODES: &[&str] = &[
     "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
-/// Three upper-case letters make 26³ codes: one bit each.
-const SLOTS: usize = 26 * 26 * 26;
+/// Three upper-case letters make 26³ codes: one bit each, in this many words.
+const WORDS: usize = (26 * 26 * 26usize).div_ceil(64);
 
 /// A bit per possible code, set for those in [`CODES`], built at compile time. The booking and
 /// payment workers check every record's currency: a binary search over the list would compare
 /// strings about eight times (40 ns a code, 2.5 % of the worker's profile when it did; README,
 /// profile item 21), a look-up here is one index and one load.
-const TABLE: [u64; SLOTS.div_ceil(64)] = table();
+const TABLE: [u64; WORDS] = table();
 
 /// The position of a three-upper-case-letter code among all of them, `None` for anything else.
 const fn slot(code: &[u8]) -> Option<usize> {
@@ -43,8 +43,8 @@ const fn slot(code: &[u8]) -> Option<usize> {
     Some(slot)
 }
 
-const fn table() -> [u64; SLOTS.div_ceil(64)] {
-    let mut table = [0u64; SLOTS.div_ceil(64)];
+const fn table() -> [u64; WORDS] {
+    let mut table = [0u64; WORDS];
     let mut i = 0;
     while i < CODES.len() {
         match slot(CODES[i].as_bytes()) {

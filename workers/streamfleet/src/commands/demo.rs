@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::FutureProducer;
 use streamfleet_runtime::clients;
 use streamfleet_runtime::config::{KafkaProperty, WorkerConfig};
-use streamfleet_runtime::embedded::EmbeddedCluster;
+use streamfleet_runtime::embedded::{self, EmbeddedCluster};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::{Metrics, StatsSnapshot};
+use streamfleet_runtime::topology::Topology;
 use streamfleet_runtime::{CancellationToken, http};
 use streamfleet_schemas::Encoding;
 
@@ -59,6 +60,25 @@ fn drained(workers: &[RunningWorker], tally: &Tally) -> bool {
     })
 }
 
+/// A demo worker's settings: the defaults, on the embedded cluster.
+fn worker_config(
+    kind: WorkerKind,
+    bootstrap: &str,
+    topology: &Topology,
+) -> anyhow::Result<WorkerConfig> {
+    let mut config = WorkerConfig::new(kind.name(), bootstrap, topology.sources_of(kind.name()));
+    // Lag in the live summary comes from librdkafka statistics: refresh them every second.
+    config.kafka.push(KafkaProperty::parse(
+        "consumer.statistics.interval.ms=1000",
+    )?);
+    // The mock holds a fetch that finds nothing for the whole wait (see the constant).
+    config.kafka.push(KafkaProperty::parse(&format!(
+        "consumer.fetch.wait.max.ms={}",
+        embedded::CONSUMER_FETCH_WAIT_MAX_MS
+    ))?);
+    Ok(config)
+}
+
 /// Runs the demo; returns the exit code.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let gateway = args.gateway.config()?;
@@ -100,12 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     let mut workers = Vec::new();
     for kind in WorkerKind::ALL {
-        let mut config =
-            WorkerConfig::new(kind.name(), &bootstrap, topology.sources_of(kind.name()));
-        // Lag in the live summary comes from librdkafka statistics: refresh them every second.
-        config.kafka.push(KafkaProperty::parse(
-            "consumer.statistics.interval.ms=1000",
-        )?);
+        let config = worker_config(kind, &bootstrap, &topology)?;
         let output = kind
             .default_output()
             .expect("domain workers have an output");
@@ -233,5 +248,31 @@ fn print_report(r: &DemoReport) {
         println!("every generated record and retry reached exactly one outcome");
     } else {
         println!("NOT every record reached an outcome before --drain-timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use streamfleet_runtime::config::ClientScope;
+
+    use super::*;
+
+    #[test]
+    fn demo_consumers_do_not_wait_out_the_mocks_empty_fetches() {
+        let topology = fleet::builtin_topology();
+        for kind in WorkerKind::ALL {
+            let config = worker_config(kind, "127.0.0.1:9092", &topology).unwrap();
+            let fetch_wait: Vec<_> = config
+                .kafka
+                .iter()
+                .filter(|p| p.key == "fetch.wait.max.ms")
+                .collect();
+            assert_eq!(fetch_wait.len(), 1, "{}: {fetch_wait:?}", kind.name());
+            assert_eq!(fetch_wait[0].scope, ClientScope::Consumer);
+            assert_eq!(
+                fetch_wait[0].value,
+                embedded::CONSUMER_FETCH_WAIT_MAX_MS.to_string()
+            );
+        }
     }
 }

@@ -222,6 +222,17 @@ impl RunResult {
         }
         self.cpu_seconds / self.records as f64 * 1e6
     }
+
+    /// Cores the process kept busy on average over the measured window: CPU seconds per
+    /// second. Throughput is cores over CPU per record, so of two runs that differ in
+    /// throughput, the one with fewer cores waited more (commits, stalls), the one with more
+    /// CPU per record did more work or ran on a slower machine.
+    pub fn cores(&self) -> f64 {
+        if self.seconds <= 0.0 {
+            return 0.0;
+        }
+        self.cpu_seconds / self.seconds
+    }
 }
 
 /// CPU time (user + system) of this process so far.
@@ -427,6 +438,20 @@ mod tests {
         assert!(saturated(&run(212_811.0, Some(331.0), 0), offered));
         assert!(!saturated(&run(219_125.0, Some(175.0), 0), offered));
         assert!(!saturated(&run(223_900.0, Some(47.0), 0), offered));
+    }
+
+    #[test]
+    fn cores_are_cpu_seconds_per_second_of_the_window() {
+        let r = RunResult {
+            cpu_seconds: 3.6,
+            ..run(500_000.0, None, 0)
+        };
+        assert!((r.cores() - 3.6 / r.seconds).abs() < 1e-9, "{}", r.cores());
+        let none = RunResult {
+            seconds: 0.0,
+            ..r.clone()
+        };
+        assert_eq!(none.cores(), 0.0);
     }
 
     #[test]

@@ -330,6 +330,18 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
         let expected = per_record[0].max(per_record[1]) / per_record[0].min(per_record[1]);
         let spread = summary["cpu_spread"].as_f64().expect("cpu_spread");
         assert!((spread - expected).abs() < 1e-9, "{spread} != {expected}");
+        // And the cores its runs kept busy: CPU seconds per second, the median of the two.
+        let cores: Vec<f64> = report["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["participant"] == summary["participant"])
+            .map(|r| r["cpu_seconds"].as_f64().unwrap() / r["seconds"].as_f64().unwrap())
+            .collect();
+        let expected = (cores[0] + cores[1]) / 2.0;
+        let median = summary["cores"].as_f64().expect("cores");
+        assert!(median > 0.0, "{summary}");
+        assert!((median - expected).abs() < 1e-9, "{median} != {expected}");
     }
 }
 

@@ -100,6 +100,8 @@ struct Summary {
     #[serde(flatten)]
     median: RunResult,
     cpu_seconds_per_million: f64,
+    /// Median over the runs of the cores each kept busy ([`RunResult::cores`]).
+    cores: f64,
     /// CPU per record of the slowest run over the fastest ([`bench::cpu_spread`]).
     cpu_spread: f64,
     /// A live run that did not keep up with its rate ([`bench::saturated`]).
@@ -877,12 +879,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             let runs = &groups[key];
             let results: Vec<RunResult> = runs.iter().map(|m| m.result.clone()).collect();
             let median = bench::median_result(&results);
+            let mut cores: Vec<f64> = results.iter().map(RunResult::cores).collect();
             Summary {
                 participant: key.0.clone(),
                 mode: runs[0].mode,
                 rate: key.1,
                 runs: runs.len(),
                 cpu_seconds_per_million: median.cpu_per_million(),
+                cores: bench::median(&mut cores),
                 cpu_spread: bench::cpu_spread(&results),
                 saturated: key
                     .1
@@ -1004,7 +1008,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
     );
     println!();
     println!(
-        "{:<34} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10}",
+        "{:<34} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>10} {:>10}",
         "participant",
         "records/s",
         "p50 ms",
@@ -1012,6 +1016,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
         "p99 ms",
         "max ms",
         "CPU s/M",
+        "cores",
         "peak RSS",
         "outputs"
     );
@@ -1028,7 +1033,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
             .find(|m| m.participant == s.participant && m.rate == s.rate)
             .map_or(0, |m| m.output_records);
         println!(
-            "{:<34} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>9.2} {:>8.0} MiB {:>10}",
+            "{:<34} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>9.2} {:>6.2} {:>8.0} MiB {:>10}",
             label,
             s.median.records_per_sec,
             lat(|l| l.p50),
@@ -1036,6 +1041,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
             lat(|l| l.p99),
             lat(|l| l.max),
             s.cpu_seconds_per_million,
+            s.cores,
             s.median.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             outputs
         );

@@ -317,27 +317,25 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
             "at-least-once"
         ]
     );
-    // Each summary says how far its runs disagree on CPU per record: slowest over fastest.
+    // Each summary says how far its runs disagree on CPU per record (slowest over fastest)
+    // and how many cores its runs kept busy (CPU seconds per second, the median of the two).
     for summary in report["summaries"].as_array().expect("summaries") {
-        let per_record: Vec<f64> = report["runs"]
-            .as_array()
-            .expect("runs")
-            .iter()
-            .filter(|r| r["participant"] == summary["participant"])
-            .map(|r| r["cpu_seconds"].as_f64().unwrap() / r["records"].as_f64().unwrap())
-            .collect();
+        // The summary's runs' CPU seconds over their `per` field.
+        let cpu_over = |per: &str| -> Vec<f64> {
+            report["runs"]
+                .as_array()
+                .expect("runs")
+                .iter()
+                .filter(|r| r["participant"] == summary["participant"])
+                .map(|r| r["cpu_seconds"].as_f64().unwrap() / r[per].as_f64().unwrap())
+                .collect()
+        };
+        let per_record = cpu_over("records");
         assert_eq!(per_record.len(), 2, "{summary}");
         let expected = per_record[0].max(per_record[1]) / per_record[0].min(per_record[1]);
         let spread = summary["cpu_spread"].as_f64().expect("cpu_spread");
         assert!((spread - expected).abs() < 1e-9, "{spread} != {expected}");
-        // And the cores its runs kept busy: CPU seconds per second, the median of the two.
-        let cores: Vec<f64> = report["runs"]
-            .as_array()
-            .expect("runs")
-            .iter()
-            .filter(|r| r["participant"] == summary["participant"])
-            .map(|r| r["cpu_seconds"].as_f64().unwrap() / r["seconds"].as_f64().unwrap())
-            .collect();
+        let cores = cpu_over("seconds");
         let expected = (cores[0] + cores[1]) / 2.0;
         let median = summary["cores"].as_f64().expect("cores");
         assert!(median > 0.0, "{summary}");

@@ -30,7 +30,7 @@
 //! no reply queue, fede1024/rust-rdkafka#856, so an async commit would leave both frozen.)
 //!
 //! Two bounds pause a partition, whichever is reached first: `--lane-capacity` records in its
-//! stash, or its share of `--max-buffered-mib` (the budget divided by the partitions
+//! stash (its lane's queue holds at most as many again, [`lane::queue_for`]), or its share of `--max-buffered-mib` (the budget divided by the partitions
 //! assigned) in bytes of the records it holds from fetch to acknowledgement: stashed, queued,
 //! in processing, or awaiting delivery together with their outputs. The first keeps one
 //! partition from hoarding; the second keeps the worker's memory bounded however many
@@ -181,6 +181,7 @@ impl<P: Processor> FetchContext<P> {
                 tp.clone(),
                 slot,
                 metrics,
+                lane::queue_for(self.bound.records),
                 &self.runtime,
             );
             self.lanes.insert(tp.clone(), lane);

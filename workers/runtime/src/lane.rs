@@ -59,6 +59,13 @@ pub const BATCH: usize = 64;
 /// The records it holds count against `--max-buffered-mib` like the stash's, and tokio's
 /// channel allocates its slots as they fill, so an idle lane costs nothing.
 pub(crate) const QUEUE: usize = 8192;
+
+/// The queue of a lane whose partition may stash `lane_capacity` records: [`QUEUE`], or less
+/// when `--lane-capacity` is smaller, so a small capacity still bounds what a partition holds
+/// (at most twice the capacity: queued and stashed).
+pub(crate) fn queue_for(lane_capacity: usize) -> usize {
+    QUEUE.min(lane_capacity).max(1)
+}
 /// Records sent but not yet acknowledged, per lane, before the lane waits for the ack task.
 const MAX_UNACKED: usize = 4096;
 
@@ -234,9 +241,10 @@ pub(crate) fn spawn<P: Processor>(
     tp: TopicPartition,
     slot: Arc<StateSlot<P::State>>,
     metrics: TopicMetrics,
+    queue: usize,
     runtime: &tokio::runtime::Handle,
 ) -> LaneHandle {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = mpsc::channel(queue);
     let shared = Arc::new(LaneShared {
         stop: CancellationToken::new(),
         committable: AtomicI64::new(-1),
@@ -672,5 +680,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_lane_capacity_also_bounds_the_queue() {
+        let default = crate::config::WorkerConfig::DEFAULT_LANE_CAPACITY;
+        assert_eq!(queue_for(default), QUEUE);
+        assert_eq!(queue_for(16), 16);
+        assert_eq!(queue_for(0), 1, "a channel needs room for one record");
     }
 }

@@ -30,12 +30,13 @@
 //! no reply queue, fede1024/rust-rdkafka#856, so an async commit would leave both frozen.)
 //!
 //! Two bounds pause a partition, whichever is reached first: `--lane-capacity` records in its
-//! stash (its lane's queue holds at most as many again, [`lane::queue_for`]), or its share of `--max-buffered-mib` (the budget divided by the partitions
-//! assigned) in bytes of the records it holds from fetch to acknowledgement: stashed, queued,
-//! in processing, or awaiting delivery together with their outputs. The first keeps one
-//! partition from hoarding; the second keeps the worker's memory bounded however many
-//! partitions it is assigned (measured: 64 partitions × 10,000 records held over 400 MiB
-//! before it existed). The total is published as `streamfleet_buffered_bytes`.
+//! stash (its lane's queue holds at most as many again, [`lane::queue_for`]), or its share of
+//! `--max-buffered-mib` (the budget divided by the partitions assigned) in bytes of the records
+//! it holds from fetch to acknowledgement: stashed, queued, in processing, or awaiting
+//! delivery together with their outputs. The first keeps one partition from hoarding; the
+//! second keeps the worker's memory bounded however many partitions it is assigned (measured:
+//! 64 partitions × 10,000 records held over 400 MiB before it existed). The total is
+//! published as `streamfleet_buffered_bytes`.
 //!
 //! Pausing never loses or reorders records: librdkafka resumes fetching at the position after
 //! the last record it handed over, and the stash holds the ones handed over but not yet queued.

@@ -66,6 +66,7 @@ pub(crate) const QUEUE: usize = 8192;
 pub(crate) fn queue_for(lane_capacity: usize) -> usize {
     QUEUE.min(lane_capacity).max(1)
 }
+
 /// Records sent but not yet acknowledged, per lane, before the lane waits for the ack task.
 const MAX_UNACKED: usize = 4096;
 

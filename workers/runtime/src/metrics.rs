@@ -452,6 +452,13 @@ impl Metrics {
         self.commit_failures.with_label_values(&[worker]).get()
     }
 
+    /// Transactions of a worker so far that ended committed (or, with `committed` false,
+    /// aborted).
+    pub fn transactions_total(&self, worker: &str, committed: bool) -> u64 {
+        let result = if committed { "committed" } else { "aborted" };
+        self.transactions.with_label_values(&[worker, result]).get()
+    }
+
     /// Sets the max lag of one topic for one group.
     pub fn set_lag_max(&self, worker: &str, group: &str, topic: &str, lag: i64) {
         self.consumer_lag_max

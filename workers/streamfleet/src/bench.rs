@@ -57,6 +57,9 @@ pub mod vars {
     pub const WARMUP_MS: &str = "BENCH_WARMUP_MS";
     /// Exactly-once: the worker's transactional producers; absent: the worker's default.
     pub const TRANSACTIONAL_PRODUCERS: &str = "BENCH_TRANSACTIONAL_PRODUCERS";
+    /// Exactly-once: the worker's `--commit-records` (a transaction commits once it holds
+    /// this many records, or at the commit interval); absent: the worker's default.
+    pub const COMMIT_RECORDS: &str = "BENCH_COMMIT_RECORDS";
 }
 
 /// `fetch.wait.max.ms` of every participant on the embedded cluster. librdkafka's mock
@@ -92,6 +95,8 @@ pub struct Env {
     pub warmup: Duration,
     /// Exactly-once: transactional producers of the worker.
     pub transactional_producers: usize,
+    /// Exactly-once: records after which a transaction commits before its interval is up.
+    pub commit_records: u64,
 }
 
 impl Env {
@@ -113,6 +118,7 @@ impl Env {
                 vars::TRANSACTIONAL_PRODUCERS,
                 self.transactional_producers.to_string(),
             ),
+            (vars::COMMIT_RECORDS, self.commit_records.to_string()),
         ]
         .into_iter()
         .chain(
@@ -160,6 +166,8 @@ impl Env {
             transactional_producers: optional(vars::TRANSACTIONAL_PRODUCERS)?.unwrap_or(
                 streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS,
             ),
+            commit_records: optional(vars::COMMIT_RECORDS)?
+                .unwrap_or(streamfleet_runtime::config::WorkerConfig::DEFAULT_COMMIT_RECORDS),
             fetch_wait_max_ms: optional(vars::FETCH_WAIT_MAX_MS)?,
         })
     }
@@ -212,6 +220,10 @@ pub struct RunResult {
     pub cpu_seconds: f64,
     /// Peak resident set size of the process.
     pub peak_rss_bytes: u64,
+    /// Exactly-once: transactions the worker committed from its start to its exit, whether
+    /// the record cap or the interval ended them (peers and the other modes report none).
+    #[serde(default)]
+    pub transactions: Option<u64>,
 }
 
 impl RunResult {
@@ -294,6 +306,13 @@ pub fn median_result(runs: &[RunResult]) -> RunResult {
         }),
         cpu_seconds: pick(&|r| r.cpu_seconds),
         peak_rss_bytes: pick(&|r| r.peak_rss_bytes as f64) as u64,
+        transactions: {
+            let mut counts: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.transactions.map(|t| t as f64))
+                .collect();
+            (!counts.is_empty()).then(|| median(&mut counts) as u64)
+        },
     }
 }
 
@@ -490,20 +509,27 @@ mod tests {
             }),
             cpu_seconds: 0.5,
             peak_rss_bytes: rss,
+            transactions: None,
         }
     }
 
     #[test]
     fn medians_are_per_figure() {
+        let with_txns = |r: RunResult, n| RunResult {
+            transactions: Some(n),
+            ..r
+        };
         let m = median_result(&[
-            run(100.0, Some(10.0), 3),
+            with_txns(run(100.0, Some(10.0), 3), 40),
             run(300.0, Some(30.0), 1),
-            run(200.0, None, 2),
+            with_txns(run(200.0, None, 2), 10),
         ]);
         assert_eq!(m.records_per_sec, 200.0);
         assert_eq!(m.peak_rss_bytes, 2);
-        // Latency: the median of the runs that measured it.
+        // Latency and transactions: the median of the runs that report them.
         assert_eq!(m.latency_ms.unwrap().p99, 20.0);
+        assert_eq!(m.transactions, Some(25));
+        assert_eq!(median_result(&[run(1.0, None, 1)]).transactions, None);
         assert_eq!(median(&mut []), 0.0);
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }

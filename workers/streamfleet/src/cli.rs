@@ -109,6 +109,16 @@ pub struct BenchArgs {
     /// worker's `--transactional-producers`.
     #[arg(long, default_value_t = streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS)]
     pub transactional_producers: usize,
+    /// Exactly-once: a transaction commits once it holds this many records, before its
+    /// interval is up, as the worker's `--commit-records`. At the benchmark's speed the
+    /// default cap, not the interval, ends most transactions; `--json` reports how many each
+    /// run committed.
+    #[arg(
+        long,
+        default_value_t = streamfleet_runtime::config::WorkerConfig::DEFAULT_COMMIT_RECORDS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub commit_records: u64,
     /// Also run a peer over the same input on the same cluster and report our figures as
     /// ratios of its: `MODE=COMMAND` (repeatable; see scripts/bench-peers).
     #[arg(long = "peer", value_name = "MODE=COMMAND", value_parser = parse_peer)]

@@ -258,6 +258,14 @@ fn bench_reports_every_mode_and_loses_nothing() {
             producers.map(|n| n as u64),
             "{mode}: {r}"
         );
+        // ... and a transaction cap and a count of committed transactions.
+        let cap = (mode == "exactly-once")
+            .then_some(streamfleet_runtime::config::WorkerConfig::DEFAULT_COMMIT_RECORDS);
+        assert_eq!(r["commit_records"].as_u64(), cap, "{mode}: {r}");
+        match r["transactions"].as_u64() {
+            Some(n) => assert!(mode == "exactly-once" && n >= 1, "{mode}: {r}"),
+            None => assert_ne!(mode, "exactly-once", "{r}"),
+        }
     }
     // Passthrough copies every record; the booking processor emits one inventory event per
     // new or cancelled booking (not per confirmation), the same in both guarantees.
@@ -344,6 +352,44 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
 }
 
 /// Passthrough over 1,000 records beside the peer `command`, `runs` rounds, no latency run.
+#[test]
+fn the_transaction_cap_decides_how_often_exactly_once_commits() {
+    let transactions = |extra: &[&str]| {
+        let args = [
+            &[
+                "--mode",
+                "exactly-once",
+                "--records",
+                "30000",
+                "--partitions",
+                "3",
+                "--runs",
+                "1",
+                "--no-latency-run",
+                // Only the cap commits before the end of the input (a debug build is slow
+                // enough for a 100 ms interval to commit too).
+                "--commit-interval",
+                "10s",
+            ],
+            extra,
+        ]
+        .concat();
+        let report = bench_report(&args);
+        let run = run_of(&report, "exactly-once", false);
+        (run["commit_records"].as_u64(), run["transactions"].as_u64())
+    };
+    let (cap, capped) = transactions(&["--commit-records", "1000"]);
+    assert_eq!(cap, Some(1000));
+    // With no cap to speak of, only the end of the input commits.
+    let (cap, uncapped) = transactions(&["--commit-records", "1000000"]);
+    assert_eq!(cap, Some(1_000_000));
+    let (capped, uncapped) = (capped.unwrap(), uncapped.unwrap());
+    assert!(capped > uncapped, "capped {capped}, uncapped {uncapped}");
+    // The fetcher looks at the cap once per loop, so a transaction may hold more than the
+    // cap, but not four times as much on average: 30,000 records need at least 8.
+    assert!(capped >= 8, "capped {capped}");
+}
+
 fn passthrough_beside_peer(command: &str, runs: u32) -> Output {
     bench(&[
         "--records",

@@ -80,6 +80,8 @@ struct Measured {
     commit_interval_ms: u128,
     /// Our exactly-once runs: the worker's transactional producers.
     transactional_producers: Option<usize>,
+    /// Our exactly-once runs: the worker's transaction cap (`--commit-records`).
+    commit_records: Option<u64>,
     output_records: u64,
     /// CPU seconds the embedded cluster used during the run (the whole run, start to exit).
     cluster_cpu_seconds: Option<f64>,
@@ -537,6 +539,7 @@ impl Bench<'_> {
             },
             commit_interval: run.commit_interval,
             transactional_producers: self.args.transactional_producers,
+            commit_records: self.args.commit_records,
             mode: run.participant.mode(),
             fetch_wait_max_ms: matches!(self.cluster, Cluster::Embedded { .. })
                 .then_some(bench::MOCK_FETCH_WAIT_MAX_MS),
@@ -644,16 +647,15 @@ impl Bench<'_> {
             );
             tokio::task::spawn_blocking(move || count(&b, &p, &t)).await??
         };
+        let ours_exactly_once =
+            matches!(run.participant, Participant::Ours(BenchMode::ExactlyOnce));
         Ok(Measured {
             participant: run.participant.label(),
             mode: run.participant.mode(),
             rate: run.rate,
             commit_interval_ms: run.commit_interval.as_millis(),
-            transactional_producers: matches!(
-                run.participant,
-                Participant::Ours(BenchMode::ExactlyOnce)
-            )
-            .then_some(self.args.transactional_producers),
+            transactional_producers: ours_exactly_once.then_some(self.args.transactional_producers),
+            commit_records: ours_exactly_once.then_some(self.args.commit_records),
             output_records,
             cluster_cpu_seconds,
             load_cpu_seconds,

@@ -67,6 +67,7 @@ pub async fn run() -> anyhow::Result<i32> {
     config.guarantee = guarantee;
     config.commit_interval = env.commit_interval;
     config.transactional_producers = env.transactional_producers;
+    config.commit_records = env.commit_records;
     config.kafka = kafka_properties_from_env(std::env::vars())?;
     if let Some(ms) = env.fetch_wait_max_ms {
         config.kafka.push(KafkaProperty::parse(&format!(
@@ -74,6 +75,7 @@ pub async fn run() -> anyhow::Result<i32> {
         ))?);
     }
     config.validate()?;
+    let worker = config.worker.clone();
 
     let metrics = Metrics::default();
     let committed = Arc::new(AtomicU64::new(0));
@@ -200,6 +202,7 @@ pub async fn run() -> anyhow::Result<i32> {
         latency_ms: latency,
         cpu_seconds: cpu.as_secs_f64(),
         peak_rss_bytes: bench::peak_rss(),
+        transactions: exactly_once.then(|| metrics.transactions_total(&worker, true)),
     };
     say(&format!("result {}", serde_json::to_string(&result)?));
     Ok(0)

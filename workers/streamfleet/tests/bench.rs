@@ -351,7 +351,6 @@ fn runs_go_in_rounds_so_the_modes_are_measured_side_by_side() {
     }
 }
 
-/// Passthrough over 1,000 records beside the peer `command`, `runs` rounds, no latency run.
 #[test]
 fn the_transaction_cap_decides_how_often_exactly_once_commits() {
     let transactions = |extra: &[&str]| {
@@ -390,6 +389,7 @@ fn the_transaction_cap_decides_how_often_exactly_once_commits() {
     assert!(capped >= 8, "capped {capped}");
 }
 
+/// Passthrough over 1,000 records beside the peer `command`, `runs` rounds, no latency run.
 fn passthrough_beside_peer(command: &str, runs: u32) -> Output {
     bench(&[
         "--records",

@@ -2,7 +2,9 @@
 //!
 //! It speaks the real protocol (produce, fetch, consumer groups, offset commits), so workers
 //! and tools connect to it like to any cluster. It lives on a thread of its own (the mock
-//! handle cannot move between threads), driven through an [`EmbeddedCluster`] handle.
+//! handle cannot move between threads), driven through an [`EmbeddedCluster`] handle. It
+//! answers in microseconds unless given a round-trip time
+//! ([`EmbeddedCluster::set_round_trip_time`]).
 //!
 //! Known gaps (see DEVELOPERS.md): topics are created with [`EmbeddedCluster::create_topic`]
 //! (its AdminClient `CreateTopics` times out), and transactions are accepted but not honoured,
@@ -10,6 +12,7 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::mocking::MockCluster;
@@ -20,6 +23,7 @@ use crate::topology::Topology;
 enum Command {
     CreateTopic(String, i32, i32, mpsc::Sender<KafkaResult<()>>),
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, mpsc::Sender<()>),
+    RoundTripTime(Duration, mpsc::Sender<KafkaResult<()>>),
 }
 
 /// `fetch.wait.max.ms` for a long-running consumer of the embedded cluster (the demo's
@@ -74,6 +78,10 @@ impl EmbeddedCluster {
                         Command::RequestErrors(api, errors, reply) => {
                             cluster.request_errors(api, &errors);
                             let _ = reply.send(());
+                        }
+                        Command::RoundTripTime(rtt, reply) => {
+                            // Broker -1: every broker.
+                            let _ = reply.send(cluster.broker_round_trip_time(-1, rtt));
                         }
                     }
                 }
@@ -135,6 +143,16 @@ impl EmbeddedCluster {
             )?;
         }
         Ok(())
+    }
+
+    /// Delays every response of every broker by `rtt` (whole milliseconds; zero: none) from
+    /// now on, as a network and a replicating cluster would: a produce acknowledgement, a
+    /// fetch, each step of a transaction's commit. Responses stay in order on a connection,
+    /// so a slow one holds back those behind it, as on a Kafka broker.
+    pub fn set_round_trip_time(&self, rtt: Duration) -> KafkaResult<()> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::RoundTripTime(rtt, tx));
+        rx.recv().expect("mock cluster thread alive")
     }
 
     /// Makes the next requests of `api` fail with `errors`, in order (fault injection).

@@ -14,6 +14,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     streamfleet_runtime::durations::parse(s)
 }
 
+/// A round-trip time for the embedded cluster: the mock counts it in whole milliseconds.
+fn parse_rtt(s: &str) -> Result<Duration, String> {
+    let rtt = parse_duration(s)?;
+    if rtt.subsec_nanos() % 1_000_000 != 0 || rtt > Duration::from_secs(60) {
+        return Err(format!(
+            "{s:?}: the round-trip time is whole milliseconds, at most 60s"
+        ));
+    }
+    Ok(rtt)
+}
+
 /// Partition-aware Kafka stream-processing workers for bookings, inventory and payments.
 #[derive(Debug, Parser)]
 #[command(name = "streamfleet", version, propagate_version = true)]
@@ -130,6 +141,11 @@ pub struct BenchArgs {
     /// Brokers of the embedded cluster.
     #[arg(long, default_value_t = 3)]
     pub embedded_brokers: i32,
+    /// Delay every response of the embedded cluster's brokers by this long, as
+    /// `dev-cluster --rtt` (a network and a replicating cluster, roughly: commits and
+    /// acknowledgements take longer).
+    #[arg(long, value_parser = parse_rtt, default_value = "0ms")]
+    pub embedded_rtt: Duration,
     /// Keep the benchmark topics on an external cluster (they are deleted by default).
     #[arg(long)]
     pub keep_topics: bool,
@@ -193,6 +209,11 @@ pub struct DevClusterArgs {
     /// Also create this topic, `NAME:PARTITIONS` (repeatable).
     #[arg(long = "topic", value_name = "NAME:PARTITIONS", value_parser = parse_topic_partitions)]
     pub extra_topics: Vec<(String, i32)>,
+    /// Delay every broker's responses by this long (whole milliseconds), to see clients as
+    /// they behave over a network and against a replicating cluster: each produce
+    /// acknowledgement, fetch and step of a transaction's commit waits for it.
+    #[arg(long, value_parser = parse_rtt, default_value = "0ms")]
+    pub rtt: Duration,
 }
 
 fn parse_topic_partitions(s: &str) -> Result<(String, i32), String> {

@@ -193,6 +193,65 @@ fn dev_cluster_creates_the_topics_of_the_topics_file() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+#[test]
+fn dev_cluster_rtt_delays_the_responses_of_every_broker() {
+    let rtt = Duration::from_millis(300);
+    // The mock picks each partition's leader at random among its replicas: with 24
+    // partitions both brokers lead some (all on one: a chance of 2 in 2^24).
+    let cluster = DevCluster::start(&[
+        "--brokers",
+        "2",
+        "--no-topics",
+        "--topic",
+        "slow:24",
+        "--rtt",
+        "300ms",
+    ]);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let md = producer
+        .client()
+        .fetch_metadata(Some("slow"), Duration::from_secs(30))
+        .expect("metadata");
+    // One partition led by each broker.
+    let mut led_by = std::collections::BTreeMap::new();
+    for p in md.topics()[0].partitions() {
+        led_by.entry(p.leader()).or_insert(p.id());
+    }
+    assert_eq!(led_by.len(), 2, "both brokers lead a partition: {led_by:?}");
+    let deliver = |partition: i32| {
+        let started = std::time::Instant::now();
+        producer
+            .send(
+                BaseRecord::to("slow")
+                    .partition(partition)
+                    .key("k")
+                    .payload("v"),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("acknowledged");
+        started.elapsed()
+    };
+    for (broker, partition) in led_by {
+        deliver(partition); // connects to the leader: several round trips
+        let took = deliver(partition);
+        assert!(
+            took >= rtt - Duration::from_millis(10),
+            "a produce acknowledged by broker {broker} after {took:?}, under the {rtt:?} delay"
+        );
+    }
+    drop(producer);
+    let (code, stderr) = cluster.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("every response delayed 300 ms"), "{stderr}");
+}
+
 fn bench(args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("bench")
@@ -293,6 +352,33 @@ fn bench_reports_every_mode_and_loses_nothing() {
         "{goals:?}"
     );
     assert!(goals.iter().any(|g| g.contains("peak RSS")), "{goals:?}");
+}
+
+#[test]
+fn embedded_rtt_slows_the_benchmark_cluster() {
+    // At 500 records/s a record waits for no backlog; with every response 300 ms late it
+    // waits for at least its produce, the worker's fetch, the worker's produce and the
+    // offset commit, so no record can be committed in under one round trip.
+    let report = bench_report(&[
+        "--mode",
+        "passthrough",
+        "--records",
+        "1000",
+        "--partitions",
+        "2",
+        "--runs",
+        "1",
+        "--rate",
+        "500",
+        "--embedded-rtt",
+        "300ms",
+    ]);
+    let cluster = report["cluster"].as_str().expect("cluster");
+    assert!(cluster.contains("responses delayed 300 ms"), "{cluster}");
+    let latency = &run_of(&report, "passthrough", true)["latency_ms"];
+    // Records of the live run's first second (its warm-up) are not sampled.
+    assert!(latency["samples"].as_u64().unwrap() > 0, "{latency}");
+    assert!(latency["p50"].as_f64().unwrap() >= 300.0, "{latency}");
 }
 
 #[test]

@@ -28,7 +28,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use serde::Serialize;
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, KafkaProperty};
+use streamfleet_runtime::config::{ClientScope, ConfigError, KafkaProperty};
 use streamfleet_runtime::{CancellationToken, now_ms};
 use streamfleet_schemas::Encoding;
 
@@ -220,7 +220,11 @@ impl Drop for Cluster {
     }
 }
 
-fn start_embedded(brokers: i32, topics: &[(String, i32)]) -> anyhow::Result<Cluster> {
+fn start_embedded(
+    brokers: i32,
+    rtt: Duration,
+    topics: &[(String, i32)],
+) -> anyhow::Result<Cluster> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -228,6 +232,8 @@ fn start_embedded(brokers: i32, topics: &[(String, i32)]) -> anyhow::Result<Clus
         "--no-topics",
         "--brokers",
         &brokers.to_string(),
+        "--rtt",
+        &format!("{}ms", rtt.as_millis()),
     ]);
     for (name, partitions) in topics {
         cmd.arg("--topic").arg(format!("{name}:{partitions}"));
@@ -768,8 +774,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 
     let props = args.kafka.all_properties()?;
     let external = args.kafka.brokers.as_ref().filter(|_| !args.embedded);
+    if external.is_some() && !args.embedded_rtt.is_zero() {
+        return Err(ConfigError::Invalid {
+            field: "--embedded-rtt".into(),
+            message: "it delays the embedded cluster only, not the cluster at --brokers".into(),
+        }
+        .into());
+    }
     let cluster = match external {
-        None => start_embedded(args.embedded_brokers, &topics)?,
+        None => start_embedded(args.embedded_brokers, args.embedded_rtt, &topics)?,
         Some(b) => {
             create_external(b, &props, &topics).await?;
             Cluster::External {
@@ -779,9 +792,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     };
     let bootstrap = cluster.bootstrap().to_owned();
     let cluster_name = match &cluster {
-        Cluster::Embedded { .. } => format!(
+        Cluster::Embedded { .. } if args.embedded_rtt.is_zero() => format!(
             "embedded (librdkafka mock cluster, {} broker(s), own process)",
             args.embedded_brokers
+        ),
+        Cluster::Embedded { .. } => format!(
+            "embedded (librdkafka mock cluster, {} broker(s), own process, responses delayed {} ms)",
+            args.embedded_brokers,
+            args.embedded_rtt.as_millis()
         ),
         Cluster::External { bootstrap } => bootstrap.clone(),
     };

@@ -6,8 +6,10 @@
 //! topics file (declared and derived, replication capped to the broker count) and any
 //! `--topic NAME:PARTITIONS` are created before that line is printed. Clients can also create
 //! topics by producing to them (the mock auto-creates with its default partition count), but
-//! not through the AdminClient (see DEVELOPERS.md). Runs until SIGTERM/SIGINT; records live
-//! in memory and are gone when it stops.
+//! not through the AdminClient (see DEVELOPERS.md). `--rtt` delays every broker response, so
+//! clients can be watched over something like a network (the mock otherwise answers in
+//! microseconds). Runs until SIGTERM/SIGINT; records live in memory and are gone when it
+//! stops.
 
 use std::io::Write as _;
 
@@ -19,6 +21,9 @@ use crate::{fleet, signals};
 /// Runs the cluster until a signal; returns the exit code.
 pub async fn run(args: DevClusterArgs) -> anyhow::Result<i32> {
     let cluster = EmbeddedCluster::start(args.brokers)?;
+    if !args.rtt.is_zero() {
+        cluster.set_round_trip_time(args.rtt)?;
+    }
     let mut created = 0usize;
     if !args.no_topics {
         let topology = fleet::topology(args.topics.topics_file.as_deref())?;
@@ -34,8 +39,13 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<i32> {
     writeln!(stdout, "{}", cluster.bootstrap_servers())?;
     stdout.flush()?;
     drop(stdout);
+    let rtt = if args.rtt.is_zero() {
+        String::new()
+    } else {
+        format!(", every response delayed {} ms", args.rtt.as_millis())
+    };
     eprintln!(
-        "dev-cluster: {} broker(s) at {}, {created} topic(s) created; in memory, until SIGTERM/SIGINT",
+        "dev-cluster: {} broker(s) at {}, {created} topic(s) created{rtt}; in memory, until SIGTERM/SIGINT",
         cluster.brokers(),
         cluster.bootstrap_servers()
     );

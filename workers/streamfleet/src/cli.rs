@@ -121,9 +121,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = streamfleet_runtime::config::WorkerConfig::DEFAULT_TRANSACTIONAL_PRODUCERS)]
     pub transactional_producers: usize,
     /// Exactly-once: a transaction commits once it holds this many records, before its
-    /// interval is up, as the worker's `--commit-records`. At the benchmark's speed the
-    /// default cap, not the interval, ends most transactions; `--json` reports how many each
-    /// run committed.
+    /// interval is up, as the worker's `--commit-records`; `--json` reports how many
+    /// transactions each run committed.
     #[arg(
         long,
         default_value_t = streamfleet_runtime::config::WorkerConfig::DEFAULT_COMMIT_RECORDS,

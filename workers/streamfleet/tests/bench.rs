@@ -1,5 +1,6 @@
 //! `streamfleet dev-cluster` and `streamfleet bench` as users run them (debug build, small
-//! inputs): the cluster serves an ordinary client and stops cleanly; the benchmark reports
+//! inputs): the cluster serves an ordinary client and stops cleanly, and delays its responses
+//! when told (`--rtt`, `--embedded-rtt`: a lower bound, never a speed); the benchmark reports
 //! every mode, loses nothing, and fails when a participant loses records or when the
 //! embedded cluster cannot hold the input; every streamfleet process runs without transparent
 //! huge pages unless told otherwise. Speed is never asserted here: the figures are the

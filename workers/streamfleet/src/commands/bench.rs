@@ -792,15 +792,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     };
     let bootstrap = cluster.bootstrap().to_owned();
     let cluster_name = match &cluster {
-        Cluster::Embedded { .. } if args.embedded_rtt.is_zero() => format!(
-            "embedded (librdkafka mock cluster, {} broker(s), own process)",
-            args.embedded_brokers
-        ),
-        Cluster::Embedded { .. } => format!(
-            "embedded (librdkafka mock cluster, {} broker(s), own process, responses delayed {} ms)",
-            args.embedded_brokers,
-            args.embedded_rtt.as_millis()
-        ),
+        Cluster::Embedded { .. } => {
+            let delay = if args.embedded_rtt.is_zero() {
+                String::new()
+            } else {
+                format!(", responses delayed {} ms", args.embedded_rtt.as_millis())
+            };
+            format!(
+                "embedded (librdkafka mock cluster, {} broker(s), own process{delay})",
+                args.embedded_brokers
+            )
+        }
         Cluster::External { bootstrap } => bootstrap.clone(),
     };
     let producer: LoadProducer = Arc::new(

@@ -4,7 +4,9 @@
 //! and tools connect to it like to any cluster. It lives on a thread of its own (the mock
 //! handle cannot move between threads), driven through an [`EmbeddedCluster`] handle. It
 //! answers in microseconds unless given a round-trip time
-//! ([`EmbeddedCluster::set_round_trip_time`]).
+//! ([`EmbeddedCluster::set_round_trip_time`], or one broker's,
+//! [`EmbeddedCluster::set_broker_round_trip_time`]); tests place partition leaders and group
+//! coordinators on chosen brokers to slow one path and not the other.
 //!
 //! Known gaps (see DEVELOPERS.md): topics are created with [`EmbeddedCluster::create_topic`]
 //! (its AdminClient `CreateTopics` times out), and transactions are accepted but not honoured,
@@ -15,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::topology::Topology;
@@ -23,7 +25,10 @@ use crate::topology::Topology;
 enum Command {
     CreateTopic(String, i32, i32, mpsc::Sender<KafkaResult<()>>),
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, mpsc::Sender<()>),
-    RoundTripTime(Duration, mpsc::Sender<KafkaResult<()>>),
+    /// Broker id (-1: every broker), delay.
+    RoundTripTime(i32, Duration, mpsc::Sender<KafkaResult<()>>),
+    GroupCoordinator(String, i32, mpsc::Sender<KafkaResult<()>>),
+    PartitionLeader(String, i32, i32, mpsc::Sender<KafkaResult<()>>),
 }
 
 /// `fetch.wait.max.ms` for a long-running consumer of the embedded cluster (the demo's
@@ -79,9 +84,16 @@ impl EmbeddedCluster {
                             cluster.request_errors(api, &errors);
                             let _ = reply.send(());
                         }
-                        Command::RoundTripTime(rtt, reply) => {
-                            // Broker -1: every broker.
-                            let _ = reply.send(cluster.broker_round_trip_time(-1, rtt));
+                        Command::RoundTripTime(broker, rtt, reply) => {
+                            let _ = reply.send(cluster.broker_round_trip_time(broker, rtt));
+                        }
+                        Command::GroupCoordinator(group, broker, reply) => {
+                            let coordinator = MockCoordinator::Group(group);
+                            let _ = reply.send(cluster.coordinator(coordinator, broker));
+                        }
+                        Command::PartitionLeader(topic, partition, broker, reply) => {
+                            let leader = cluster.partition_leader(&topic, partition, Some(broker));
+                            let _ = reply.send(leader);
                         }
                     }
                 }
@@ -123,14 +135,7 @@ impl EmbeddedCluster {
         partitions: i32,
         replication_factor: i32,
     ) -> KafkaResult<()> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::CreateTopic(
-            name.to_owned(),
-            partitions,
-            replication_factor,
-            tx,
-        ));
-        rx.recv().expect("mock cluster thread alive")
+        self.ask(|tx| Command::CreateTopic(name.to_owned(), partitions, replication_factor, tx))
     }
 
     /// Creates every topic of a topology, capping replication at the broker count.
@@ -150,8 +155,38 @@ impl EmbeddedCluster {
     /// fetch, each step of a transaction's commit. Responses stay in order on a connection,
     /// so a slow one holds back those behind it, as on a Kafka broker.
     pub fn set_round_trip_time(&self, rtt: Duration) -> KafkaResult<()> {
+        // Broker -1: every broker.
+        self.ask(|tx| Command::RoundTripTime(-1, rtt, tx))
+    }
+
+    /// Delays every response of broker `broker` (ids run from 1 to [`Self::brokers`]) by
+    /// `rtt`, as [`Self::set_round_trip_time`] does for all of them.
+    pub fn set_broker_round_trip_time(&self, broker: i32, rtt: Duration) -> KafkaResult<()> {
+        self.ask(|tx| Command::RoundTripTime(broker, rtt, tx))
+    }
+
+    /// Makes broker `broker` the coordinator of consumer group `group` (its joins, heartbeats
+    /// and offset commits), instead of the broker the group id hashes to.
+    pub fn set_group_coordinator(&self, group: &str, broker: i32) -> KafkaResult<()> {
+        self.ask(|tx| Command::GroupCoordinator(group.to_owned(), broker, tx))
+    }
+
+    /// Makes broker `broker` the leader of partition `partition` of `topic`.
+    pub fn set_partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        broker: i32,
+    ) -> KafkaResult<()> {
+        self.ask(|tx| Command::PartitionLeader(topic.to_owned(), partition, broker, tx))
+    }
+
+    fn ask(
+        &self,
+        command: impl FnOnce(mpsc::Sender<KafkaResult<()>>) -> Command,
+    ) -> KafkaResult<()> {
         let (tx, rx) = mpsc::channel();
-        self.send(Command::RoundTripTime(rtt, tx));
+        self.send(command(tx));
         rx.recv().expect("mock cluster thread alive")
     }
 

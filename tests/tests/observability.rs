@@ -265,6 +265,82 @@ async fn at_least_once_commits_show_in_the_metrics_while_the_worker_runs() {
     w.stop().await.expect("clean");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_least_once_records_flow_while_a_slow_commit_is_in_flight() {
+    // An at-least-once commit waits for the group coordinator on the committer thread, not on
+    // the consumer thread, which goes on fetching and dispatching. The partitions are led by
+    // broker 1 and the group is coordinated by broker 2, whose responses are then made 3 s
+    // late: records produced while a commit is in flight are processed before it returns,
+    // and the committed-offset gauge moves only when it does. (With the commit on the
+    // consumer thread they waited for it, and the gauge had moved by the time they were
+    // done.)
+    let broker = Broker::mock();
+    let cluster = broker.as_mock().expect("embedded cluster");
+    let bootstrap = broker.bootstrap();
+    let (input, output) = (unique("slow-commit-in"), unique("slow-commit-out"));
+    for t in [&input, &output] {
+        broker.create_topic(t, 1).await;
+        cluster.set_partition_leader(t, 0, 1).expect("leader");
+    }
+    let group = unique("group");
+    cluster
+        .set_group_coordinator(&group, 2)
+        .expect("coordinator");
+    let mut config = test_config(&bootstrap, &group, vec![(input.clone(), no_retries())]);
+    config.commit_interval = Duration::from_millis(50);
+    // Heartbeats wait out the delay too; keep the session well above it.
+    config
+        .kafka
+        .push(KafkaProperty::parse("consumer.session.timeout.ms=30000").expect("property"));
+    let w = TestWorker::start(config, Echo::new(&output));
+    let metrics = w.metrics.clone();
+    let committed = || sum_of(&scrape(&metrics), "streamfleet_partition_committed_offset");
+    let producer = producer(&bootstrap);
+    let five = |from: usize| -> Vec<(String, Vec<u8>)> {
+        (from..from + 5)
+            .map(|i| (format!("k{i}"), format!("k{i}:0").into_bytes()))
+            .collect()
+    };
+
+    produce_all(&producer, &input, &five(0)).await;
+    wait_until(
+        Duration::from_secs(60),
+        "five records processed and committed",
+        || w.snapshot().succeeded == 5 && committed() == 5.0,
+    )
+    .await;
+
+    cluster
+        .set_broker_round_trip_time(2, Duration::from_secs(3))
+        .expect("delay");
+    produce_all(&producer, &input, &five(5)).await;
+    wait_until(Duration::from_secs(20), "ten records processed", || {
+        w.snapshot().succeeded == 10
+    })
+    .await;
+    // The commit of offset 10 goes out within one 50 ms interval and returns after 3 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    produce_all(&producer, &input, &five(10)).await;
+    wait_until(Duration::from_secs(20), "fifteen records processed", || {
+        w.snapshot().succeeded == 15
+    })
+    .await;
+    assert_eq!(
+        committed(),
+        5.0,
+        "the last five were processed while the commit of the five before them was in flight"
+    );
+
+    cluster
+        .set_broker_round_trip_time(2, Duration::ZERO)
+        .expect("no delay");
+    wait_until(Duration::from_secs(30), "all fifteen committed", || {
+        committed() == 15.0
+    })
+    .await;
+    w.stop().await.expect("clean");
+}
+
 struct Prometheus {
     child: Child,
     addr: SocketAddr,

@@ -11,9 +11,10 @@
 //!                        lane.try_send ──full──► start a stash
 //!   every loop: stashes move into lanes with room; a paused partition resumes when its
 //!   stash is down to half the lane capacity and half its share of the buffer memory
-//!   every commit interval: commit (sync) each lane's committable offset; exactly once,
-//!            commit each transaction group whose transaction is due, one after the other
-//!            (the lanes of the other groups go on meanwhile)
+//!   every commit interval: hand each lane's committable offset to the committer thread
+//!            ([`crate::committer`]), which commits it (sync) while this thread goes on;
+//!            exactly once, commit each transaction group whose transaction is due, one after
+//!            the other (the lanes of the other groups go on meanwhile)
 //!   assign:  create a lane per partition; it shares the state of its source partition
 //!            (a source partition and the same partition number of its retry rungs share one
 //!            state on this instance; a new source partition starts empty)
@@ -23,11 +24,12 @@
 //!            exactly once, abort every group's transaction and rewind the remaining lanes
 //! ```
 //!
-//! Commits are synchronous, as Kafka Streams' are: the consumer thread waits one round trip
-//! per commit interval, and the commit's completion is known where it is issued, which is
-//! what moves the committed-offset gauge and observes end-to-end latency. (rust-rdkafka never
-//! reports the completion of a manual asynchronous commit to the context: the request carries
-//! no reply queue, fede1024/rust-rdkafka#856, so an async commit would leave both frozen.)
+//! Commits are synchronous, as Kafka Streams' are: the commit's completion is known where it
+//! is issued, which is what moves the committed-offset gauge and observes end-to-end latency.
+//! (rust-rdkafka never reports the completion of a manual asynchronous commit to the context:
+//! the request carries no reply queue, fede1024/rust-rdkafka#856, so an async commit would
+//! leave both frozen.) At-least-once, the round trip is waited for on the committer thread;
+//! only the revoke's and the shutdown's final commits, after the lanes stopped, wait here.
 //!
 //! Two bounds pause a partition, whichever is reached first: `--lane-capacity` records in its
 //! stash (its lane's queue holds at most as many again, [`lane::queue_for`]), or its share of
@@ -58,6 +60,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::committer::{CommitQueue, Offsets};
 use crate::events;
 use crate::health::HealthHandle;
 use crate::lane::{self, LaneContext, LaneHandle, Offered};
@@ -109,6 +112,8 @@ pub(crate) struct FetchContext<P: Processor> {
     first_offsets: DashMap<TopicPartition, i64, FastHash>,
     stash: Mutex<HashMap<TopicPartition, Stash, FastHash>>,
     committed: DashMap<TopicPartition, i64, FastHash>,
+    /// At-least-once: the offsets handed to the committer thread ([`crate::committer`]).
+    commits: CommitQueue,
     topic_metrics: DashMap<Arc<str>, TopicMetrics, FastHash>,
     progress: Progress,
     pub lane_ctx: Arc<LaneContext<P>>,
@@ -144,6 +149,7 @@ impl<P: Processor> FetchContext<P> {
             first_offsets: DashMap::default(),
             stash: Mutex::new(HashMap::default()),
             committed: DashMap::default(),
+            commits: CommitQueue::default(),
             topic_metrics: DashMap::default(),
             lane_ctx,
             runtime,
@@ -274,6 +280,12 @@ impl<P: Processor> FetchContext<P> {
     fn release(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let tps = partitions(tpl);
         if consumer.assignment_lost() {
+            // Whatever the committer has not taken belongs to partitions another member may
+            // own already; waiting for the lock lets a commit in flight finish first.
+            {
+                let _lock = self.commits.lock();
+                let _ = self.commits.take();
+            }
             for task in self.drop_lanes(&tps) {
                 task.abort();
             }
@@ -459,22 +471,44 @@ impl<P: Processor> FetchContext<P> {
             "transaction aborted: partitions rewound to their last committed offsets");
     }
 
-    /// Commits (synchronously) the given offsets that are ahead of what is committed.
+    /// Commits (synchronously, on the calling thread) the given offsets that are ahead of what
+    /// is committed, and drops what the committer has not taken: the revoke's and the
+    /// shutdown's final commit, made after the lanes stopped, is the newest there can be.
     fn commit_offsets(&self, consumer: &BaseConsumer<Self>, offsets: &[(TopicPartition, i64)]) {
-        let mut tpl = TopicPartitionList::new();
-        for (tp, offset) in offsets {
-            let ahead = *offset >= 0 && self.committed.get(tp).is_none_or(|c| *c < *offset);
-            if ahead {
-                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+        let _lock = self.commits.lock();
+        let _ = self.commits.take();
+        self.commit_locked(consumer, offsets);
+    }
+
+    /// The committer thread's loop: commits what the consumer thread hands over, until the
+    /// queue is stopped.
+    fn run_committer(&self, consumer: &BaseConsumer<Self>) {
+        while self.commits.wait() {
+            let _lock = self.commits.lock();
+            // A revoke may have dropped them while this thread waited for the lock.
+            if let Some(offsets) = self.commits.take() {
+                self.commit_locked(consumer, &offsets);
             }
         }
-        if tpl.count() == 0 {
+    }
+
+    /// Commits the offsets ahead of what is committed; call holding the commit lock.
+    fn commit_locked(&self, consumer: &BaseConsumer<Self>, offsets: &[(TopicPartition, i64)]) {
+        let ahead: Vec<&(TopicPartition, i64)> = offsets
+            .iter()
+            .filter(|(tp, offset)| self.is_ahead(tp, *offset))
+            .collect();
+        if ahead.is_empty() {
             return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in &ahead {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 let now = crate::lane::now_ms();
-                for (tp, offset) in offsets.iter().filter(|(_, o)| *o >= 0) {
+                for (tp, offset) in ahead {
                     self.committed.insert(tp.clone(), *offset);
                     self.progress.committed(tp, *offset, now);
                 }
@@ -487,10 +521,9 @@ impl<P: Processor> FetchContext<P> {
         }
     }
 
-    /// Commits every lane's committable offset.
-    pub fn commit_all(&self, consumer: &BaseConsumer<Self>) {
-        let offsets: Vec<(TopicPartition, i64)> = self
-            .lanes
+    /// Every lane's committable offset that is ahead of the committed one.
+    fn due_offsets(&self) -> Offsets {
+        self.lanes
             .iter()
             .map(|l| {
                 (
@@ -498,8 +531,13 @@ impl<P: Processor> FetchContext<P> {
                     l.shared.committable.load(Ordering::Acquire),
                 )
             })
-            .collect();
-        self.commit_offsets(consumer, &offsets);
+            .filter(|(tp, offset)| self.is_ahead(tp, *offset))
+            .collect()
+    }
+
+    /// Whether committing `offset` would move `tp` forward.
+    fn is_ahead(&self, tp: &TopicPartition, offset: i64) -> bool {
+        offset >= 0 && self.committed.get(tp).is_none_or(|c| *c < offset)
     }
 
     fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
@@ -784,6 +822,24 @@ pub(crate) fn run<P: Processor>(
             None
         }
     };
+    // At-least-once commits run on their own thread (see [`crate::committer`]); if it cannot
+    // be started, this thread commits, as it did before.
+    let committer = if ctx.lane_ctx.exactly_once() {
+        None
+    } else {
+        let for_thread = consumer.clone();
+        match std::thread::Builder::new()
+            .name("sf-commit".into())
+            .spawn(move || for_thread.context().run_committer(&for_thread))
+        {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(worker = %ctx.worker, error = %e,
+                    "cannot start the committer thread; the consumer thread commits");
+                None
+            }
+        }
+    };
     let mut names = TopicNames::default();
     let mut last_commit = Instant::now();
     let mut last_publish = Instant::now();
@@ -829,7 +885,13 @@ pub(crate) fn run<P: Processor>(
                 }
             }
         } else if last_commit.elapsed() >= commit_interval {
-            ctx.commit_all(&consumer);
+            let offsets = ctx.due_offsets();
+            if !offsets.is_empty() {
+                match committer {
+                    Some(_) => ctx.commits.offer(offsets),
+                    None => ctx.commit_offsets(&consumer, &offsets),
+                }
+            }
             last_commit = Instant::now();
         }
         if last_publish.elapsed() >= PUBLISH_INTERVAL {
@@ -839,6 +901,12 @@ pub(crate) fn run<P: Processor>(
     }
 
     let deadline = Instant::now() + shutdown_timeout;
+    ctx.commits.stop();
+    if let Some(handle) = committer {
+        // It finishes the commit in flight; the final commit below supersedes what it had not
+        // taken.
+        let _ = handle.join();
+    }
     tracing::info!(worker = %ctx.worker, "shutting down: finishing in-flight records");
     let tps: Vec<TopicPartition> = ctx.lanes.iter().map(|l| l.key().clone()).collect();
     let lanes_in_flight = tps.len();

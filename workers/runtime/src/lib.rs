@@ -25,6 +25,7 @@
 
 pub mod clients;
 pub mod codec;
+mod committer;
 pub mod config;
 pub mod durations;
 pub mod embedded;

@@ -1,0 +1,129 @@
+//! At-least-once offset commits, off the consumer thread.
+//!
+//! ```text
+//!   consumer thread, every commit interval:
+//!     committable offsets ahead of the committed ones ─► pending (replaces what the committer
+//!                                                          has not taken: the newest win)
+//!   committer thread:
+//!     wait for pending ─► [commit lock] take it ─► commit (sync, one round trip) ─►
+//!       committed-offset gauge, end-to-end latency ─► [release]
+//!   consumer thread, on revoke, loss and shutdown:
+//!     [commit lock] drop pending ─► commit the final offsets (sync; nothing, when lost) ─► [release]
+//! ```
+//!
+//! A synchronous commit waits for the group coordinator, one round trip (more on a busy
+//! machine or a far broker). On the consumer thread every such wait stopped fetching and
+//! dispatching, so records that arrived meanwhile waited for the commit before any lane saw
+//! them. In the benchmark's latency run (commits every 10 ms on the embedded cluster) the
+//! consumer thread spent 11 % of its time in commits, at 1.0 ms median, 2.5 ms at the 90th
+//! percentile and 11.6 ms at the 99th. Here the consumer thread only hands the offsets over.
+//!
+//! Commits stay synchronous (rust-rdkafka never reports an asynchronous commit's completion,
+//! fede1024/rust-rdkafka#856; see [`crate::fetcher`]), and at most one is in flight. The commit
+//! lock orders them: an older commit never lands after a newer one, because the committer takes
+//! the pending offsets only under the lock, and a revoke or loss, also under the lock, drops
+//! them before the partitions can be assigned again (their committed offsets forgotten). Only
+//! at-least-once uses this; an exactly-once worker commits offsets inside its transactions.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::record::TopicPartition;
+
+/// Offsets to commit, as (partition, next offset to consume).
+pub(crate) type Offsets = Vec<(TopicPartition, i64)>;
+
+#[derive(Default)]
+struct Pending {
+    offsets: Option<Offsets>,
+    stopped: bool,
+}
+
+/// The hand-over between the consumer thread and the committer thread.
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+    /// Held around every at-least-once commit, by either thread.
+    commit: Mutex<()>,
+}
+
+impl CommitQueue {
+    /// Hands `offsets` to the committer, replacing any it has not taken yet.
+    pub fn offer(&self, offsets: Offsets) {
+        self.pending.lock().expect("commit queue").offsets = Some(offsets);
+        self.ready.notify_one();
+    }
+
+    /// Blocks until offsets are pending (true) or the queue is stopped (false).
+    pub fn wait(&self) -> bool {
+        let mut pending = self.pending.lock().expect("commit queue");
+        loop {
+            if pending.stopped {
+                return false;
+            }
+            if pending.offsets.is_some() {
+                return true;
+            }
+            pending = self.ready.wait(pending).expect("commit queue");
+        }
+    }
+
+    /// Takes the commit lock; every at-least-once commit is made holding it.
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        self.commit.lock().expect("commit lock")
+    }
+
+    /// The pending offsets, if any; call holding [`Self::lock`].
+    pub fn take(&self) -> Option<Offsets> {
+        self.pending.lock().expect("commit queue").offsets.take()
+    }
+
+    /// Ends [`Self::wait`] for good.
+    pub fn stop(&self) {
+        self.pending.lock().expect("commit queue").stopped = true;
+        self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    #[test]
+    fn the_newest_offsets_replace_those_not_taken() {
+        let q = CommitQueue::default();
+        q.offer(vec![(tp(0), 5)]);
+        q.offer(vec![(tp(0), 9), (tp(1), 3)]);
+        assert!(q.wait());
+        let _guard = q.lock();
+        assert_eq!(q.take(), Some(vec![(tp(0), 9), (tp(1), 3)]));
+        assert_eq!(q.take(), None);
+    }
+
+    #[test]
+    fn wait_returns_once_offsets_are_offered_and_false_once_stopped() {
+        let q = Arc::new(CommitQueue::default());
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut taken = Vec::new();
+                while q.wait() {
+                    let _guard = q.lock();
+                    taken.extend(q.take().into_iter().flatten());
+                }
+                taken
+            })
+        };
+        q.offer(vec![(tp(2), 7)]);
+        while q.pending.lock().unwrap().offsets.is_some() {
+            std::thread::yield_now();
+        }
+        q.stop();
+        assert_eq!(waiter.join().unwrap(), vec![(tp(2), 7)]);
+    }
+}

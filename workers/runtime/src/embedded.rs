@@ -181,6 +181,7 @@ impl EmbeddedCluster {
         self.ask(|tx| Command::PartitionLeader(topic.to_owned(), partition, broker, tx))
     }
 
+    /// Sends a command to the cluster's thread and waits for its answer.
     fn ask(
         &self,
         command: impl FnOnce(mpsc::Sender<KafkaResult<()>>) -> Command,

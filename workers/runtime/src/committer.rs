@@ -73,6 +73,15 @@ impl CommitQueue {
         self.commit.lock().expect("commit lock")
     }
 
+    /// Takes the commit lock and drops the offsets the committer has not taken: what a revoke,
+    /// a loss and the shutdown do before their own final commit (or none, when lost), so that
+    /// nothing older lands after it.
+    pub fn lock_dropping_pending(&self) -> MutexGuard<'_, ()> {
+        let lock = self.lock();
+        let _ = self.take();
+        lock
+    }
+
     /// The pending offsets, if any; call holding [`Self::lock`].
     pub fn take(&self) -> Option<Offsets> {
         self.pending.lock().expect("commit queue").offsets.take()
@@ -102,6 +111,14 @@ mod tests {
         assert!(q.wait());
         let _guard = q.lock();
         assert_eq!(q.take(), Some(vec![(tp(0), 9), (tp(1), 3)]));
+        assert_eq!(q.take(), None);
+    }
+
+    #[test]
+    fn a_final_commit_drops_the_offsets_not_taken() {
+        let q = CommitQueue::default();
+        q.offer(vec![(tp(0), 5)]);
+        let _guard = q.lock_dropping_pending();
         assert_eq!(q.take(), None);
     }
 

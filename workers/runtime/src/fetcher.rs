@@ -282,10 +282,7 @@ impl<P: Processor> FetchContext<P> {
         if consumer.assignment_lost() {
             // Whatever the committer has not taken belongs to partitions another member may
             // own already; waiting for the lock lets a commit in flight finish first.
-            {
-                let _lock = self.commits.lock();
-                let _ = self.commits.take();
-            }
+            drop(self.commits.lock_dropping_pending());
             for task in self.drop_lanes(&tps) {
                 task.abort();
             }
@@ -475,8 +472,7 @@ impl<P: Processor> FetchContext<P> {
     /// is committed, and drops what the committer has not taken: the revoke's and the
     /// shutdown's final commit, made after the lanes stopped, is the newest there can be.
     fn commit_offsets(&self, consumer: &BaseConsumer<Self>, offsets: &[(TopicPartition, i64)]) {
-        let _lock = self.commits.lock();
-        let _ = self.commits.take();
+        let _lock = self.commits.lock_dropping_pending();
         self.commit_locked(consumer, offsets);
     }
 

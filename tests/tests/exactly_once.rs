@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use prometheus::Encoder;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -34,19 +33,6 @@ fn eos_config(broker: &Broker, group: &str, input: &str, instance: &str) -> Work
     config.commit_interval = ProcessingGuarantee::ExactlyOnce.default_commit_interval();
     config.instance_id = Some(instance.to_owned());
     config
-}
-
-fn metric(metrics: &Metrics, line_start: &str) -> f64 {
-    let mut buf = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&metrics.registry().gather(), &mut buf)
-        .unwrap();
-    String::from_utf8(buf)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with(line_start))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn committed(metrics: &Metrics) -> f64 {
@@ -86,12 +72,7 @@ async fn the_commit_path_copies_every_record_once_and_never_commits_outside_a_tr
         let group = unique("eos");
         let mut config = eos_config(&broker, &group, &input, "i-1");
         config.transactional_producers = producers;
-        let w = TestWorker::start(
-            config,
-            Passthrough {
-                output: output.clone(),
-            },
-        );
+        let w = TestWorker::start(config, Passthrough::to(output.clone()));
         wait_until(WAIT, "3000 copied", || w.snapshot().succeeded == 3000).await;
         let metrics = w.metrics.clone();
         wait_until(WAIT, "every offset committed by a transaction", || {
@@ -124,12 +105,7 @@ async fn an_abortable_error_aborts_rewinds_and_carries_on_mock() {
     // may produce in transactions then.
     seed_sequence(&broker, &input, 0, 30_000, 10).await;
     let config = eos_config(&broker, &unique("eos"), &input, "i-1");
-    let w = TestWorker::start(
-        config,
-        Passthrough {
-            output: output.clone(),
-        },
-    );
+    let w = TestWorker::start(config, Passthrough::to(output.clone()));
     let metrics = w.metrics.clone();
     wait_until(WAIT, "a commit", || committed(&metrics) >= 1.0).await;
 
@@ -178,7 +154,7 @@ async fn a_fenced_producer_stops_the_worker_with_a_clear_reason_mock() {
     let broker = Broker::mock();
     let (input, output) = broker.pipeline_topics("seq", 2).await;
     let config = eos_config(&broker, &unique("eos"), &input, "i-1");
-    let w = TestWorker::start(config, Passthrough { output });
+    let w = TestWorker::start(config, Passthrough::to(output));
     wait_until(WAIT, "assignment", || w.snapshot().assigned_partitions == 2).await;
     broker.as_mock().unwrap().request_errors(
         RDKafkaApiKey::EndTxn,
@@ -214,7 +190,7 @@ async fn a_refused_transactional_id_is_named_when_the_worker_stops_mock() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         ],
     );
-    let w = TestWorker::start(config, Passthrough { output });
+    let w = TestWorker::start(config, Passthrough::to(output));
     wait_until(WAIT, "the worker stops by itself", || !w.is_running()).await;
     match w.stop().await {
         Err(WorkerError::Fatal(reason)) => assert!(
@@ -271,7 +247,13 @@ fn command(
 }
 
 fn processor(input: &str, output: &str) -> InventoryProcessor {
-    InventoryProcessor::new(&Encoding::default(), input, output).unwrap()
+    InventoryProcessor::new(
+        &Encoding::default(),
+        input,
+        output,
+        streamfleet_inventory::DEFAULT_RETENTION,
+    )
+    .unwrap()
 }
 
 async fn last_available(broker: &Broker, output: &str) -> BTreeMap<String, i64> {
@@ -366,12 +348,7 @@ async fn offsets_commit_inside_transactions_and_a_restart_resumes_exactly_real_b
     seed_sequence(&broker, &input, 0, 3000, 30).await;
     let group = unique("eos");
     let config = || eos_config(&broker, &group, &input, "i-1");
-    let w = TestWorker::start(
-        config(),
-        Passthrough {
-            output: output.clone(),
-        },
-    );
+    let w = TestWorker::start(config(), Passthrough::to(output.clone()));
     wait_until(WAIT, "3000 copied", || w.snapshot().succeeded == 3000).await;
     w.stop().await.expect("clean stop");
     let offsets = group_offsets(&broker.bootstrap(), &group, &input, 3);
@@ -385,12 +362,7 @@ async fn offsets_commit_inside_transactions_and_a_restart_resumes_exactly_real_b
     );
 
     seed_sequence(&broker, &input, 3000, 600, 30).await;
-    let again = TestWorker::start(
-        config(),
-        Passthrough {
-            output: output.clone(),
-        },
-    );
+    let again = TestWorker::start(config(), Passthrough::to(output.clone()));
     wait_until(WAIT, "the new 600 copied", || {
         again.snapshot().succeeded >= 600
     })
@@ -411,24 +383,14 @@ async fn a_second_instance_with_the_same_id_fences_the_first_real_broker() {
     let (input, output) = broker.pipeline_topics("seq", 2).await;
     let group = unique("eos");
     let config = || eos_config(&broker, &group, &input, "same-id");
-    let first = TestWorker::start(
-        config(),
-        Passthrough {
-            output: output.clone(),
-        },
-    );
+    let first = TestWorker::start(config(), Passthrough::to(output.clone()));
     wait_until(WAIT, "first assigned", || {
         first.snapshot().assigned_partitions == 2
     })
     .await;
     seed_sequence(&broker, &input, 0, 100, 10).await;
     wait_until(WAIT, "first copied", || first.snapshot().succeeded >= 100).await;
-    let second = TestWorker::start(
-        config(),
-        Passthrough {
-            output: output.clone(),
-        },
-    );
+    let second = TestWorker::start(config(), Passthrough::to(output.clone()));
     seed_sequence(&broker, &input, 100, 100, 10).await;
     wait_until(WAIT, "the first instance stops", || !first.is_running()).await;
     match first.stop().await {

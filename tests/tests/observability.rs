@@ -161,6 +161,7 @@ async fn every_metric_named_in_alerts_and_dashboards_is_exported_by_a_running_wo
         output.clone(),
         format!("{input}-dlt"),
         format!("{input}-retry-200"),
+        format!("{input}-changelog"),
     ] {
         broker.create_topic(&t, 2).await;
     }
@@ -186,6 +187,9 @@ async fn every_metric_named_in_alerts_and_dashboards_is_exported_by_a_running_wo
         &unique("group"),
         vec![(input.clone(), policy)],
     );
+    config
+        .changelogs
+        .insert(input.clone(), format!("{input}-changelog"));
     fast_statistics(&mut config);
     let w = TestWorker::start(config, Echo::new(&output));
     wait_until(Duration::from_secs(60), "every record processed", || {

@@ -79,6 +79,7 @@ async fn every_input_is_accounted_for_through_all_three_workers() {
         metrics: &metrics,
         health: &health,
         gateway,
+        fault_process_delay: std::time::Duration::ZERO,
     };
     let stop = CancellationToken::new();
     let outputs = [

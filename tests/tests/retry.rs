@@ -340,6 +340,78 @@ async fn the_partition_keeps_flowing_while_a_record_waits_real_broker() {
     the_partition_keeps_flowing_while_a_record_waits(Broker::real()).await;
 }
 
+/// `ordering: key` (the default): while `k:0` waits in the retry path, `k:1` and `k:2` wait
+/// behind it and come out after it, in order; another key flows meanwhile.
+async fn later_records_of_a_key_wait_behind_its_retry(broker: Broker) {
+    let l = ladder(&broker, 1, policy(500)).await;
+    let batch = vec![
+        ("k".to_owned(), b"k:0:transient-until:2".to_vec()),
+        ("k".to_owned(), b"k:1".to_vec()),
+        ("o".to_owned(), b"o:0".to_vec()),
+        ("k".to_owned(), b"k:2:transient-until:2".to_vec()),
+        ("o".to_owned(), b"o:1".to_vec()),
+    ];
+    produce_all(&producer(&broker.bootstrap()), &l.input, &batch).await;
+    let echo = Echo::new(&l.output);
+    let w = TestWorker::start(l.config(&broker), echo.clone());
+    wait_until(WAIT, "all five processed", || w.snapshot().succeeded == 5).await;
+    let stats = w.stop().await.expect("clean").stats;
+    assert_eq!(stats.dead_lettered, 0);
+    assert_eq!(stats.parked, 2, "k:1 and k:2 waited behind k:0");
+    assert_eq!(
+        stats.retried, 2,
+        "k:0 once, and k:2 once when its turn came"
+    );
+    let outputs: Vec<String> = read(&broker, &l.output).await.iter().map(value).collect();
+    let of = |k: &str| -> Vec<String> {
+        outputs
+            .iter()
+            .filter(|v| v.starts_with(k))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("k:"), vec!["k:0", "k:1", "k:2"], "{outputs:?}");
+    assert_eq!(of("o:"), vec!["o:0", "o:1"]);
+    let k0 = outputs.iter().position(|v| v == "k:0").unwrap();
+    let o1 = outputs.iter().position(|v| v == "o:1").unwrap();
+    assert!(o1 < k0, "the other key did not wait: {outputs:?}");
+    assert!(read(&broker, &l.dlt).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn later_records_of_a_key_wait_behind_its_retry_mock() {
+    later_records_of_a_key_wait_behind_its_retry(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
+async fn later_records_of_a_key_wait_behind_its_retry_real_broker() {
+    later_records_of_a_key_wait_behind_its_retry(Broker::real()).await;
+}
+
+/// `ordering: partition` keeps the old behaviour: a later record of the key overtakes the one
+/// in the retry path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_partition_ordering_a_retried_record_is_overtaken_mock() {
+    let broker = Broker::mock();
+    let l = ladder(&broker, 1, policy(300)).await;
+    let batch = vec![
+        ("k".to_owned(), b"k:0:transient-until:2".to_vec()),
+        ("k".to_owned(), b"k:1".to_vec()),
+    ];
+    produce_all(&producer(&broker.bootstrap()), &l.input, &batch).await;
+    let mut config = l.config(&broker);
+    config.ordering.insert(
+        l.input.clone(),
+        streamfleet_runtime::ordering::Ordering::Partition,
+    );
+    let w = TestWorker::start(config, Echo::new(&l.output));
+    wait_until(WAIT, "both processed", || w.snapshot().succeeded == 2).await;
+    assert_eq!(w.stop().await.expect("clean").stats.parked, 0);
+    let outputs: Vec<String> = read(&broker, &l.output).await.iter().map(value).collect();
+    assert_eq!(outputs, vec!["k:1", "k:0"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_input_ends_in_exactly_one_of_output_or_dead_letter() {
     let broker = Broker::mock();

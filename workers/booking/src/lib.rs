@@ -13,16 +13,17 @@
 //! Input records are keyed by booking id, so every event of one booking is in one partition,
 //! in order.
 
-use std::hash::Hasher as _;
+mod state;
 
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
-use siphasher::sip128::{Hasher128, SipHasher13};
+use std::time::Duration;
+
 use streamfleet_runtime::codec::AvroCodec;
 use streamfleet_runtime::{Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record};
 use streamfleet_schemas::{
     BookingEvent, BookingStatus, Encoding, InventoryEvent, InventoryEventType, is_iso4217,
 };
+
+pub use state::{BookingState, DEFAULT_RETENTION};
 
 /// Default output topic.
 pub const DEFAULT_OUTPUT_TOPIC: &str = "inventory-events";
@@ -32,142 +33,23 @@ pub struct BookingProcessor {
     input: AvroCodec<BookingEvent>,
     output: AvroCodec<InventoryEvent>,
     output_topic: String,
-}
-
-/// Status of every booking seen on a partition.
-///
-/// A booking is kept under a fingerprint of its id, not the id itself: 94 bits of a SipHash-1-3
-/// of the id under a random key drawn when the state is created, with the status packed into
-/// the last two bits of the same 12-byte slot. A lookup compares 12 bytes in the slot instead
-/// of following a pointer to the id. With the 2.5 million bookings of the 5 M-record
-/// benchmark (64 partitions), string keys held 178 MB; the tables hold 55 MB with 12-byte
-/// slots and held 105 MB with 24-byte ones (128-bit fingerprint, status apart), counted from
-/// their bucket layout. The strings' hashing, pointer chase and `memcmp` were half of what
-/// the booking processor cost on top of a plain copy (README, Benchmarks).
-///
-/// Two ids share a fingerprint with a probability of about n²/2⁹⁵: 3 × 10⁻¹⁵ for ten million
-/// bookings on one partition, far below the odds of a memory error. The key is secret and per
-/// state, so ids cannot be crafted to collide or to degrade the table.
-pub struct BookingState {
-    key: (u64, u64),
-    bookings: HashTable<Slot>,
-}
-
-/// A booking id's fingerprint in one [`BookingState`]: 94 bits, the last word's two low bits
-/// clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint([u32; 3]);
-
-/// One table slot: a fingerprint with the booking's status in the two low bits.
-#[derive(Clone, Copy)]
-struct Slot([u32; 3]);
-
-const _: () = assert!(std::mem::size_of::<Slot>() == 12, "a slot is 12 bytes");
-
-const STATUS_BITS: u32 = 0b11;
-
-impl Fingerprint {
-    /// The fingerprint is uniformly distributed already: its first 64 bits are the table's
-    /// hash.
-    fn hash(&self) -> u64 {
-        (u64::from(self.0[0]) << 32) | u64::from(self.0[1])
-    }
-
-    fn with(self, status: BookingStatus) -> Slot {
-        let code = match status {
-            BookingStatus::Pending => 1,
-            BookingStatus::Confirmed => 2,
-            BookingStatus::Cancelled => 3,
-        };
-        Slot([self.0[0], self.0[1], self.0[2] | code])
-    }
-}
-
-impl Slot {
-    fn fingerprint(&self) -> Fingerprint {
-        Fingerprint([self.0[0], self.0[1], self.0[2] & !STATUS_BITS])
-    }
-
-    fn status(&self) -> BookingStatus {
-        match self.0[2] & STATUS_BITS {
-            1 => BookingStatus::Pending,
-            2 => BookingStatus::Confirmed,
-            _ => BookingStatus::Cancelled,
-        }
-    }
-}
-
-impl Default for BookingState {
-    fn default() -> Self {
-        Self {
-            key: rand::random(),
-            bookings: HashTable::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for BookingState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BookingState")
-            .field("bookings", &self.bookings.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl BookingState {
-    fn fingerprint(&self, booking_id: &str) -> Fingerprint {
-        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
-        h.write(booking_id.as_bytes());
-        let h = h.finish128();
-        Fingerprint([
-            (h.h1 >> 32) as u32,
-            h.h1 as u32,
-            (h.h2 as u32) & !STATUS_BITS,
-        ])
-    }
-
-    fn get(&self, fp: &Fingerprint) -> Option<BookingStatus> {
-        self.bookings
-            .find(fp.hash(), |slot| slot.fingerprint() == *fp)
-            .map(Slot::status)
-    }
-
-    fn set(&mut self, fp: Fingerprint, status: BookingStatus) {
-        match self.bookings.entry(
-            fp.hash(),
-            |slot| slot.fingerprint() == fp,
-            |slot| slot.fingerprint().hash(),
-        ) {
-            Entry::Occupied(mut e) => *e.get_mut() = fp.with(status),
-            Entry::Vacant(e) => {
-                e.insert(fp.with(status));
-            }
-        }
-    }
-
-    /// Status of one booking.
-    pub fn status(&self, booking_id: &str) -> Option<BookingStatus> {
-        self.get(&self.fingerprint(booking_id))
-    }
-
-    /// Bookings known.
-    pub fn len(&self) -> usize {
-        self.bookings.len()
-    }
-
-    /// Whether no booking is known.
-    pub fn is_empty(&self) -> bool {
-        self.bookings.is_empty()
-    }
+    retention: Duration,
 }
 
 impl BookingProcessor {
-    /// A processor writing to `output_topic` with `encoding`.
-    pub fn new(encoding: &Encoding, input_topic: &str, output_topic: &str) -> Result<Self, String> {
+    /// A processor writing to `output_topic` with `encoding`, remembering a booking for
+    /// `retention` after the later of its last event and its check-out.
+    pub fn new(
+        encoding: &Encoding,
+        input_topic: &str,
+        output_topic: &str,
+        retention: Duration,
+    ) -> Result<Self, String> {
         Ok(Self {
             input: encoding.codec(input_topic).map_err(|e| e.to_string())?,
             output: encoding.codec(output_topic).map_err(|e| e.to_string())?,
             output_topic: output_topic.to_owned(),
+            retention,
         })
     }
 
@@ -259,6 +141,10 @@ impl Processor for BookingProcessor {
     type Input = BookingEvent;
     type State = BookingState;
 
+    fn new_state(&self) -> BookingState {
+        BookingState::with_retention(self.retention)
+    }
+
     fn decode(&self, record: &RawRecord) -> Result<BookingEvent, ProcessError> {
         let bytes = record.value.as_deref().ok_or_else(|| {
             ProcessError::Malformed("null value (tombstone) on booking-events".into())
@@ -285,7 +171,7 @@ impl Processor for BookingProcessor {
             Some(kind) => vec![self.inventory(event, kind, at)?],
             None => Vec::new(),
         };
-        state.set(fp, event.status);
+        state.set(fp, event.status, at, event.check_out);
         Ok(Outcome::Emit(outputs))
     }
 }
@@ -331,7 +217,13 @@ mod tests {
     }
 
     fn processor() -> BookingProcessor {
-        BookingProcessor::new(&Encoding::default(), "booking-events", "inventory-events").unwrap()
+        BookingProcessor::new(
+            &Encoding::default(),
+            "booking-events",
+            "inventory-events",
+            DEFAULT_RETENTION,
+        )
+        .unwrap()
     }
 
     fn commands(p: &BookingProcessor, outcome: &Outcome) -> Vec<InventoryEvent> {
@@ -347,28 +239,6 @@ mod tests {
                 })
                 .collect(),
             Outcome::ReplayDropped => vec![],
-        }
-    }
-
-    proptest::proptest! {
-        /// The fingerprinted table answers as a map of the ids themselves would, for ids that
-        /// differ only slightly (prefixes, case, a trailing byte) and for many of them.
-        #[test]
-        fn the_state_behaves_as_a_map_of_booking_ids(
-            ops in proptest::collection::vec(("[a-cA-C]{0,3}[0-9]{0,2}", 0u8..3), 0..400)
-        ) {
-            let mut state = BookingState::default();
-            let mut model = std::collections::HashMap::new();
-            for (id, s) in &ops {
-                let status = [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Cancelled][*s as usize];
-                state.set(state.fingerprint(id), status);
-                model.insert(id.clone(), status);
-            }
-            proptest::prop_assert_eq!(state.len(), model.len());
-            for (id, status) in &model {
-                proptest::prop_assert_eq!(state.status(id), Some(*status));
-                proptest::prop_assert_eq!(state.status(&format!("{id}x")), model.get(&format!("{id}x")).copied());
-            }
         }
     }
 

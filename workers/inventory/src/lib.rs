@@ -14,14 +14,13 @@
 //! reserve or release for one booking) is an exact replay and is dropped. A command without a
 //! positive quantity, or a reserve/release without a booking id, is a permanent error.
 //!
-//! Under exactly-once the stock is durable: each changed hotel is written (as JSON, keyed by
-//! hotel id) to the compacted `inventory-events-changelog` in the same transaction as the
-//! outcome and the consumed offset, and restored from it when a partition is assigned.
+//! The stock is durable under both guarantees: every change goes to the compacted
+//! `inventory-events-changelog` (see [`state`] for its entries and how the old format is
+//! upgraded) and is restored from it when a partition is assigned.
 
-use std::collections::{HashMap, HashSet};
+mod state;
 
-use serde::{Deserialize, Serialize};
-use streamfleet_runtime::state::StateChangelog;
+use std::time::Duration;
 
 use streamfleet_runtime::codec::AvroCodec;
 use streamfleet_runtime::{Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record};
@@ -29,44 +28,17 @@ use streamfleet_schemas::{
     Encoding, InventoryEvent, InventoryEventType, InventoryOutcome, InventoryResult,
 };
 
+pub use state::{DEFAULT_RETENTION, Entry, HotelStock, InventoryState, StockView};
+
 /// Default output topic.
 pub const DEFAULT_OUTPUT_TOPIC: &str = "inventory-outcomes";
-
-/// Stock and holds of one hotel.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HotelStock {
-    /// Rooms free.
-    pub available: i64,
-    /// Rooms held per booking.
-    pub held: HashMap<String, i32>,
-    /// Bookings whose RESERVE was applied (held or rejected): a second one is a replay.
-    pub reserves: HashSet<String>,
-    /// Bookings whose RELEASE was applied (released or rejected): a second one is a replay.
-    pub releases: HashSet<String>,
-    /// Restock event ids applied.
-    pub restocks: HashSet<String>,
-}
-
-/// Stock of every hotel of a partition.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InventoryState {
-    hotels: HashMap<String, HotelStock>,
-    /// Hotels changed since the changelog last drained them.
-    dirty: HashSet<String>,
-}
-
-impl InventoryState {
-    /// One hotel's stock.
-    pub fn hotel(&self, hotel_id: &str) -> Option<&HotelStock> {
-        self.hotels.get(hotel_id)
-    }
-}
 
 /// The inventory processor.
 pub struct InventoryProcessor {
     input: AvroCodec<InventoryEvent>,
     output: AvroCodec<InventoryOutcome>,
     output_topic: String,
+    retention: Duration,
 }
 
 /// What a command does, decided before anything changes.
@@ -85,7 +57,8 @@ pub enum Effect {
     },
 }
 
-/// Applies a decided command to a hotel's stock.
+/// Applies a decided command to a [`HotelStock`]: the in-memory model of one hotel that tests
+/// compare the worker's outcomes with.
 pub fn apply(
     stock: &mut HotelStock,
     event: &InventoryEvent,
@@ -113,29 +86,31 @@ pub fn apply(
 }
 
 impl InventoryProcessor {
-    /// A processor writing outcomes to `output_topic`.
-    pub fn new(encoding: &Encoding, input_topic: &str, output_topic: &str) -> Result<Self, String> {
+    /// A processor writing outcomes to `output_topic`, remembering an applied command (to
+    /// drop its replays) for `retention`.
+    pub fn new(
+        encoding: &Encoding,
+        input_topic: &str,
+        output_topic: &str,
+        retention: Duration,
+    ) -> Result<Self, String> {
         Ok(Self {
             input: encoding.codec(input_topic).map_err(|e| e.to_string())?,
             output: encoding.codec(output_topic).map_err(|e| e.to_string())?,
             output_topic: output_topic.to_owned(),
+            retention,
         })
     }
 
-    /// The effect of `event` on a hotel's current stock. Pure: nothing changes until
-    /// [`apply`].
-    pub fn effect(
-        current: Option<&HotelStock>,
-        event: &InventoryEvent,
-    ) -> Result<Effect, ProcessError> {
+    /// The effect of `event` on a hotel's current stock. Pure: nothing changes until it is
+    /// applied.
+    pub fn effect(stock: &impl StockView, event: &InventoryEvent) -> Result<Effect, ProcessError> {
         if event.quantity <= 0 {
             return Err(ProcessError::Permanent(format!(
                 "quantity must be positive, got {}",
                 event.quantity
             )));
         }
-        let empty = HotelStock::default();
-        let stock = current.unwrap_or(&empty);
         let quantity = i64::from(event.quantity);
         let booking = || {
             event
@@ -154,85 +129,48 @@ impl InventoryProcessor {
             })
         };
         match event.kind {
-            InventoryEventType::Restock if stock.restocks.contains(&event.event_id) => {
+            InventoryEventType::Restock if stock.seen(event.kind, &event.event_id) => {
                 Ok(Effect::Replay)
             }
-            InventoryEventType::Restock => {
-                apply(InventoryResult::Restocked, None, stock.available + quantity)
-            }
+            InventoryEventType::Restock => apply(
+                InventoryResult::Restocked,
+                None,
+                stock.available() + quantity,
+            ),
             InventoryEventType::Reserve => {
                 let booking = booking()?;
-                if stock.reserves.contains(booking) {
+                let available = stock.available();
+                if stock.seen(event.kind, booking) {
                     Ok(Effect::Replay)
-                } else if stock.available >= quantity {
-                    apply(InventoryResult::Reserved, None, stock.available - quantity)
+                } else if available >= quantity {
+                    apply(InventoryResult::Reserved, None, available - quantity)
                 } else {
                     let reason = format!(
-                        "insufficient stock: {} requested, {} available",
-                        event.quantity, stock.available
+                        "insufficient stock: {} requested, {available} available",
+                        event.quantity
                     );
-                    apply(InventoryResult::Rejected, Some(reason), stock.available)
+                    apply(InventoryResult::Rejected, Some(reason), available)
                 }
             }
             InventoryEventType::Release => {
                 let booking = booking()?;
-                if stock.releases.contains(booking) {
+                if stock.seen(event.kind, booking) {
                     return Ok(Effect::Replay);
                 }
-                match stock.held.get(booking) {
+                match stock.held(booking) {
                     Some(held) => apply(
                         InventoryResult::Released,
                         None,
-                        stock.available + i64::from(*held),
+                        stock.available() + i64::from(held),
                     ),
                     None => apply(
                         InventoryResult::Rejected,
                         Some(format!("no rooms held for booking {booking}")),
-                        stock.available,
+                        stock.available(),
                     ),
                 }
             }
         }
-    }
-}
-
-/// The stock's changelog: one entry per hotel, the hotel's [`HotelStock`] as JSON.
-pub struct InventoryChangelog;
-
-impl StateChangelog<InventoryState> for InventoryChangelog {
-    fn drain(&self, state: &mut InventoryState) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let dirty: Vec<String> = state.dirty.drain().collect();
-        dirty
-            .into_iter()
-            .map(|hotel| {
-                let value = state
-                    .hotels
-                    .get(&hotel)
-                    .map(|stock| serde_json::to_vec(stock).expect("stock serialises"));
-                (hotel.into_bytes(), value)
-            })
-            .collect()
-    }
-
-    fn restore(
-        &self,
-        state: &mut InventoryState,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<(), String> {
-        let hotel =
-            String::from_utf8(key.to_vec()).map_err(|e| format!("hotel id is not UTF-8: {e}"))?;
-        match value {
-            Some(bytes) => {
-                let stock: HotelStock =
-                    serde_json::from_slice(bytes).map_err(|e| format!("stock of {hotel}: {e}"))?;
-                state.hotels.insert(hotel, stock);
-            }
-            None => {
-                state.hotels.remove(&hotel);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -240,8 +178,8 @@ impl Processor for InventoryProcessor {
     type Input = InventoryEvent;
     type State = InventoryState;
 
-    fn changelog(&self) -> Option<&dyn StateChangelog<InventoryState>> {
-        Some(&InventoryChangelog)
+    fn new_state(&self) -> InventoryState {
+        InventoryState::with_retention(self.retention)
     }
 
     fn decode(&self, record: &RawRecord) -> Result<InventoryEvent, ProcessError> {
@@ -257,8 +195,8 @@ impl Processor for InventoryProcessor {
         record: &Record<'_, InventoryEvent>,
     ) -> Result<Outcome, ProcessError> {
         let event = &record.value;
-        let hotel = state.hotels.get(&event.hotel_id);
-        let (result, reason, available) = match Self::effect(hotel, event)? {
+        let (result, reason, available) = match Self::effect(&state.hotel(&event.hotel_id), event)?
+        {
             Effect::Replay => return Ok(Outcome::ReplayDropped),
             Effect::Apply {
                 result,
@@ -277,13 +215,17 @@ impl Processor for InventoryProcessor {
             processed_at: streamfleet_runtime::now_ms(),
         };
         let value = self.output.encode(&outcome)?;
-        apply(
-            state.hotels.entry(event.hotel_id.clone()).or_default(),
-            event,
-            result,
-            available,
-        );
-        state.dirty.insert(event.hotel_id.clone());
+        let at = record
+            .timestamp()
+            .unwrap_or_else(streamfleet_runtime::now_ms);
+        let (id, hold) = match event.kind {
+            InventoryEventType::Restock => (event.event_id.as_str(), None),
+            _ => (
+                event.booking_id.as_deref().unwrap_or_default(),
+                (result == InventoryResult::Reserved).then_some(event.quantity),
+            ),
+        };
+        state.apply(&event.hotel_id, event.kind, id, at, available, hold);
         Ok(Outcome::Emit(vec![OutputRecord::keyed(
             &self.output_topic,
             event.hotel_id.as_bytes(),
@@ -339,6 +281,7 @@ mod tests {
             &Encoding::default(),
             "inventory-events",
             "inventory-outcomes",
+            DEFAULT_RETENTION,
         )
         .unwrap()
     }
@@ -377,8 +320,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((o.result, o.available), (InventoryResult::Released, 1));
-        assert_eq!(s.hotel("h1").unwrap().available, 1);
-        assert_eq!(s.hotel("h1").unwrap().held.len(), 1);
+        assert_eq!(s.available("h1"), 1);
+        assert_eq!(s.hotel("h1").held("b"), Some(1));
+        assert_eq!(s.hotel("h1").held("a"), None);
     }
 
     #[tokio::test]
@@ -409,7 +353,7 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert_eq!(s.hotel("h1").unwrap().available, 5);
+        assert_eq!(s.available("h1"), 5);
     }
 
     #[tokio::test]
@@ -462,8 +406,24 @@ mod tests {
         );
     }
 
+    fn log(s: &mut InventoryState) -> Vec<streamfleet_runtime::store::Change> {
+        use streamfleet_runtime::store::StateStore;
+        let mut out = Vec::new();
+        s.drain_changes(&mut out);
+        out
+    }
+
+    fn restored(log: &[streamfleet_runtime::store::Change]) -> InventoryState {
+        use streamfleet_runtime::store::StateStore;
+        let mut r = InventoryState::default();
+        for c in log {
+            r.restore(&c.key, c.value.as_deref()).unwrap();
+        }
+        r
+    }
+
     #[tokio::test]
-    async fn the_changelog_carries_changed_hotels_and_restores_them() {
+    async fn the_changelog_carries_small_entries_and_restores_them() {
         use InventoryEventType::*;
         let p = processor();
         let mut s = InventoryState::default();
@@ -471,28 +431,84 @@ mod tests {
         run(&p, &mut s, &cmd("reserve-a", Reserve, 2, Some("a")))
             .await
             .unwrap();
-        let entries = InventoryChangelog.drain(&mut s);
-        assert_eq!(entries.len(), 1, "one hotel changed (twice)");
-        assert!(InventoryChangelog.drain(&mut s).is_empty(), "drained");
-        let mut restored = InventoryState::default();
-        for (k, v) in &entries {
-            InventoryChangelog
-                .restore(&mut restored, k, v.as_deref())
-                .unwrap();
-        }
-        assert_eq!(restored.hotel("h1"), s.hotel("h1"));
-        assert_eq!(restored.hotel("h1").unwrap().available, 3);
-        // A replayed reserve is recognised after a restore: the dedup sets are state too.
+        let entries = log(&mut s);
+        // The hotel (once: changed twice), the restock marker, the hold, the reserve marker.
+        assert_eq!(entries.len(), 4, "{entries:?}");
+        assert!(log(&mut s).is_empty(), "drained");
+        let mut r = restored(&entries);
+        assert_eq!(r.available("h1"), 3);
+        assert_eq!(r.hotel("h1").held("a"), Some(2));
+        // A replayed reserve is recognised after a restore: the markers are state too.
         assert_eq!(
-            run(&p, &mut restored, &cmd("reserve-a", Reserve, 2, Some("a")))
+            run(&p, &mut r, &cmd("reserve-a", Reserve, 2, Some("a")))
                 .await
                 .unwrap(),
             None
         );
+        use streamfleet_runtime::store::StateStore;
+        assert!(r.restore(b"h\0h1", Some(b"not json")).is_err());
+    }
+
+    #[tokio::test]
+    async fn markers_expire_but_stock_and_holds_stay() {
+        use InventoryEventType::*;
+        use streamfleet_runtime::store::StateStore;
+        let p = processor();
+        let mut s = InventoryState::with_retention(std::time::Duration::from_millis(1000));
+        run(&p, &mut s, &cmd("r1", Restock, 5, None)).await.unwrap();
+        run(&p, &mut s, &cmd("reserve-a", Reserve, 2, Some("a")))
+            .await
+            .unwrap();
+        log(&mut s);
+        // The test records carry no timestamp: their markers are stamped with now.
+        s.expire(streamfleet_runtime::now_ms() + 60_000);
+        let tombstones = log(&mut s);
+        assert_eq!(tombstones.len(), 2, "the two markers: {tombstones:?}");
+        assert!(tombstones.iter().all(|c| c.value.is_none()));
+        assert_eq!(s.available("h1"), 3);
+        assert_eq!(s.hotel("h1").held("a"), Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_old_whole_hotel_entry_restores_and_is_rewritten_on_its_next_change() {
+        use InventoryEventType::*;
+        use streamfleet_runtime::store::StateStore;
+        let mut old = HotelStock {
+            available: 4,
+            ..HotelStock::default()
+        };
+        old.held.insert("a".into(), 1);
+        old.reserves.insert("a".into());
+        old.restocks.insert("r1".into());
+        let mut s = InventoryState::default();
+        s.restore(b"h1", Some(&serde_json::to_vec(&old).unwrap()))
+            .unwrap();
+        assert_eq!(s.available("h1"), 4);
         assert!(
-            InventoryChangelog
-                .restore(&mut restored, b"h1", Some(b"not json"))
-                .is_err()
+            log(&mut s).is_empty(),
+            "nothing is written until the hotel changes"
+        );
+        let p = processor();
+        assert_eq!(
+            run(&p, &mut s, &cmd("reserve-a", Reserve, 1, Some("a")))
+                .await
+                .unwrap(),
+            None,
+            "the old markers still drop replays"
+        );
+        run(&p, &mut s, &cmd("release-a", Release, 1, Some("a")))
+            .await
+            .unwrap();
+        let entries = log(&mut s);
+        assert!(
+            entries.iter().any(|c| c.key == b"h1" && c.value.is_none()),
+            "the old entry is deleted: {entries:?}"
+        );
+        let r = restored(&entries);
+        assert_eq!(r.available("h1"), 5);
+        assert!(
+            r.hotel("h1").seen(Restock, "r1"),
+            "the old markers are rewritten"
         );
     }
 
@@ -508,6 +524,7 @@ mod tests {
         assert!(
             matches!(run(&p, &mut s, &cmd("x", Reserve, 1, None)).await, Err(ProcessError::Permanent(m)) if m.contains("bookingId"))
         );
-        assert!(s.hotels.is_empty());
+        use streamfleet_runtime::store::StateStore;
+        assert_eq!(s.entries(), 0);
     }
 }

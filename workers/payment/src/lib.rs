@@ -3,18 +3,24 @@
 //! For each [`PaymentEvent`] it validates the request (positive amount, ISO-4217 currency,
 //! ids present), charges it through the payment gateway and, on success, emits
 //! [`PaymentCompleted`] to `payment-completed`, keyed by payment id. Charging is idempotent
-//! per payment id: a payment already completed on this partition is dropped as a replay, so
-//! a customer is never charged twice by a redelivered or replayed record.
+//! per payment id: the partition's state remembers every completed payment (durably, in the
+//! `payment-events-changelog`), and a payment already completed is dropped as a replay, so a
+//! restart, a rebalance or a replayed record never charges a customer twice. The payment id is
+//! also the charge's idempotency key at the gateway, as real gateways take one: the one window
+//! the state cannot close (at least once, a crash after the charge and before its completion
+//! is durable) repeats the call with the same key, which a gateway answers with the first
+//! charge. A completed payment is remembered for `retention` after it completed (90 days, the
+//! topic's retention, by default): a replay older than that would be charged again.
 //!
 //! The gateway here is simulated ([`SimulatedGateway`]): a configurable latency and share of
 //! transient failures ("gateway unavailable"), decided by a hash of the seed, the payment id
 //! and the attempt number, so a run is reproducible and a retried payment can succeed.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use streamfleet_runtime::codec::AvroCodec;
 use streamfleet_runtime::headers;
+use streamfleet_runtime::store::{KeyValueStore, RestoreError, StoredValue};
 use streamfleet_runtime::{Outcome, OutputRecord, ProcessError, Processor, RawRecord, Record};
 use streamfleet_schemas::{Encoding, PaymentCompleted, PaymentEvent, is_iso4217};
 
@@ -101,18 +107,44 @@ impl SimulatedGateway {
     }
 }
 
-/// Payments completed on a partition.
-#[derive(Debug, Default)]
-pub struct PaymentState {
-    completed: HashSet<String>,
+/// The default retention of a completed payment: `payment-events`' 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+/// A completed payment, as the state remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    /// When the payment request was made (its record's timestamp, epoch ms).
+    pub at: i64,
+    /// From when it is forgotten (stream time, epoch ms).
+    pub until: i64,
 }
 
-impl PaymentState {
-    /// Whether a payment completed.
-    pub fn is_completed(&self, payment_id: &str) -> bool {
-        self.completed.contains(payment_id)
+impl StoredValue for Completed {
+    fn encode(&self) -> Vec<u8> {
+        [self.at.to_be_bytes(), self.until.to_be_bytes()].concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, RestoreError> {
+        if bytes.len() != 16 {
+            return Err(RestoreError(format!(
+                "a completed payment entry of {} bytes (expected 16)",
+                bytes.len()
+            )));
+        }
+        let word = |i: usize| i64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Completed {
+            at: word(0),
+            until: word(8),
+        })
+    }
+
+    fn expires_at(&self) -> Option<i64> {
+        Some(self.until)
     }
 }
+
+/// Payments completed on a partition, by payment id.
+pub type PaymentState = KeyValueStore<Completed>;
 
 /// The payment processor.
 pub struct PaymentProcessor {
@@ -120,21 +152,25 @@ pub struct PaymentProcessor {
     output: AvroCodec<PaymentCompleted>,
     output_topic: String,
     gateway: SimulatedGateway,
+    retention: Duration,
 }
 
 impl PaymentProcessor {
-    /// A processor charging through `gateway`, writing to `output_topic`.
+    /// A processor charging through `gateway`, writing to `output_topic`, remembering a
+    /// completed payment for `retention`.
     pub fn new(
         encoding: &Encoding,
         input_topic: &str,
         output_topic: &str,
         gateway: SimulatedGateway,
+        retention: Duration,
     ) -> Result<Self, String> {
         Ok(Self {
             input: encoding.codec(input_topic).map_err(|e| e.to_string())?,
             output: encoding.codec(output_topic).map_err(|e| e.to_string())?,
             output_topic: output_topic.to_owned(),
             gateway,
+            retention,
         })
     }
 
@@ -179,7 +215,7 @@ impl Processor for PaymentProcessor {
     ) -> Result<Outcome, ProcessError> {
         let payment = &record.value;
         Self::validate(payment)?;
-        if state.is_completed(&payment.payment_id) {
+        if state.contains(payment.payment_id.as_bytes()) {
             return Ok(Outcome::ReplayDropped);
         }
         let attempt = headers::parse_failure(record.headers()).map_or(0, |f| f.attempt) + 1;
@@ -194,7 +230,17 @@ impl Processor for PaymentProcessor {
             completed_at: streamfleet_runtime::now_ms(),
         };
         let value = self.output.encode(&completed)?;
-        state.completed.insert(payment.payment_id.clone());
+        let at = record
+            .timestamp()
+            .unwrap_or_else(streamfleet_runtime::now_ms);
+        let retention = self.retention.as_millis().min(i64::MAX as u128 / 2) as i64;
+        state.put(
+            payment.payment_id.as_bytes(),
+            Completed {
+                at,
+                until: at.saturating_add(retention),
+            },
+        );
         Ok(Outcome::Emit(vec![OutputRecord::keyed(
             &self.output_topic,
             payment.payment_id.as_bytes(),
@@ -232,6 +278,7 @@ mod tests {
             "payment-events",
             "payment-completed",
             gw,
+            DEFAULT_RETENTION,
         )
         .unwrap()
     }
@@ -286,7 +333,7 @@ mod tests {
             run(&p, &mut s, &payment("p1")).await,
             Err(ProcessError::Transient(_))
         ));
-        assert!(!s.is_completed("p1"));
+        assert!(!s.contains(b"p1"));
     }
 
     #[tokio::test]

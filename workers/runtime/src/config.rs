@@ -130,6 +130,10 @@ pub fn redact<'a>(key: &str, value: &'a str) -> &'a str {
     if is_secret(key) { REDACTED } else { value }
 }
 
+/// Variables with the `STREAMFLEET_KAFKA_` prefix that are not librdkafka properties:
+/// `STREAMFLEET_KAFKA_DIST` names the Kafka distribution the test command starts.
+pub const NOT_KAFKA_PROPERTIES: &[&str] = &["STREAMFLEET_KAFKA_DIST"];
+
 /// Reads `STREAMFLEET_KAFKA_<KEY>` variables from an environment: `_` becomes `.`, `__` an
 /// underscore, the name is lower-cased; a `CONSUMER_`/`PRODUCER_` prefix scopes it.
 pub fn kafka_properties_from_env(
@@ -138,6 +142,7 @@ pub fn kafka_properties_from_env(
     const PREFIX: &str = "STREAMFLEET_KAFKA_";
     let mut props: Vec<KafkaProperty> = vars
         .into_iter()
+        .filter(|(k, _)| !NOT_KAFKA_PROPERTIES.contains(&k.as_str()))
         .filter_map(|(k, v)| {
             let name = k.strip_prefix(PREFIX)?;
             let key = name
@@ -330,6 +335,14 @@ pub struct WorkerArgs {
         value_delimiter = ','
     )]
     pub input_topics: Vec<String>,
+    /// `ordering: key`: records parked behind their key's record in the retry path, per source
+    /// partition, before the partition stops taking records.
+    #[arg(long, env = "STREAMFLEET_MAX_WAITING_RECORDS", default_value_t = WorkerConfig::DEFAULT_MAX_WAITING_RECORDS)]
+    pub max_waiting_records: usize,
+    /// `ordering: key`: MiB of parked records per source partition before it stops taking
+    /// records.
+    #[arg(long, env = "STREAMFLEET_MAX_WAITING_MIB", default_value_t = WorkerConfig::DEFAULT_MAX_WAITING_MIB)]
+    pub max_waiting_mib: usize,
     /// Address of the HTTP endpoint serving /metrics, /health/live and /health/ready.
     #[arg(long, env = "STREAMFLEET_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -364,8 +377,17 @@ pub struct WorkerConfig {
     pub transactional_producers: usize,
     /// Testing: share of transactions aborted on purpose.
     pub fault_abort_probability: f64,
-    /// Changelog topic of each source topic with durable state (exactly-once only).
+    /// Changelog topic of each source topic with durable state.
     pub changelogs: std::collections::HashMap<String, String>,
+    /// How long each source's state remembers an entity (`state.retention`), for the
+    /// processor to apply; absent: the processor's default.
+    pub state_retention: std::collections::HashMap<String, Duration>,
+    /// How each source topic keeps order through retries (absent: `key`).
+    pub ordering: std::collections::HashMap<String, crate::ordering::Ordering>,
+    /// `ordering: key`: parked records per source partition before it stops taking records.
+    pub max_waiting_records: usize,
+    /// `ordering: key`: MiB of parked records per source partition.
+    pub max_waiting_mib: usize,
     /// Shutdown deadline.
     pub shutdown_timeout: Duration,
     /// Longest wait for revoked partitions to finish their in-flight records.
@@ -389,6 +411,10 @@ impl WorkerConfig {
     pub const DEFAULT_COMMIT_RECORDS: u64 = 100_000;
     /// Default transactional producers of an exactly-once worker.
     pub const DEFAULT_TRANSACTIONAL_PRODUCERS: usize = 2;
+    /// Default bound of parked records per source partition (`ordering: key`).
+    pub const DEFAULT_MAX_WAITING_RECORDS: usize = 10_000;
+    /// Default bound of parked MiB per source partition (`ordering: key`).
+    pub const DEFAULT_MAX_WAITING_MIB: usize = 16;
     /// Most transactional producers of one worker.
     pub const MAX_TRANSACTIONAL_PRODUCERS: usize = 16;
 
@@ -414,6 +440,10 @@ impl WorkerConfig {
             transactional_producers: Self::DEFAULT_TRANSACTIONAL_PRODUCERS,
             fault_abort_probability: 0.0,
             changelogs: std::collections::HashMap::new(),
+            ordering: std::collections::HashMap::new(),
+            state_retention: std::collections::HashMap::new(),
+            max_waiting_records: Self::DEFAULT_MAX_WAITING_RECORDS,
+            max_waiting_mib: Self::DEFAULT_MAX_WAITING_MIB,
             shutdown_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             kafka: Vec::new(),
@@ -450,6 +480,8 @@ impl WorkerConfig {
         config.transactional_producers = args.transactional_producers;
         config.fault_abort_probability = args.fault_abort_probability;
         config.shutdown_timeout = args.shutdown_timeout;
+        config.max_waiting_records = args.max_waiting_records;
+        config.max_waiting_mib = args.max_waiting_mib;
         config.kafka = kafka.all_properties()?;
         config.validate()?;
         Ok(config)
@@ -482,6 +514,18 @@ impl WorkerConfig {
         if self.max_buffered_mib == 0 {
             return Err(ConfigError::invalid(
                 "--max-buffered-mib",
+                "must be at least 1",
+            ));
+        }
+        if self.max_waiting_records == 0 {
+            return Err(ConfigError::invalid(
+                "--max-waiting-records",
+                "must be at least 1",
+            ));
+        }
+        if self.max_waiting_mib == 0 {
+            return Err(ConfigError::invalid(
+                "--max-waiting-mib",
                 "must be at least 1",
             ));
         }
@@ -566,6 +610,32 @@ impl WorkerConfig {
         })
     }
 
+    /// Takes each source's changelog, ordering and state retention from the topic design.
+    pub fn apply_topology(&mut self, topology: &crate::topology::Topology) {
+        for (source, _) in &self.sources {
+            if let Some(changelog) = topology.changelog_of(source) {
+                self.changelogs.insert(source.clone(), changelog);
+            }
+            self.ordering
+                .insert(source.clone(), topology.ordering_of(source));
+            if let Some(r) = topology.state_retention_of(source) {
+                self.state_retention.insert(source.clone(), r);
+            }
+        }
+    }
+
+    /// The sources that keep key order through retries.
+    pub fn key_ordered(&self) -> std::collections::HashSet<String> {
+        self.sources
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| {
+                self.ordering.get(*t).copied().unwrap_or_default() == crate::ordering::Ordering::Key
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The transactional id of this instance's producer `index` (exactly-once):
     /// `<group>.<instance>` for the first, `<group>.<instance>#<index>` for the others (`#`
     /// is in no host name, so no other instance's first id can be one of them).
@@ -638,6 +708,10 @@ mod tests {
                 "10".to_owned(),
             ),
             ("PATH".to_owned(), "/bin".to_owned()),
+            (
+                "STREAMFLEET_KAFKA_DIST".to_owned(),
+                "../shared/kafka".to_owned(),
+            ),
         ])
         .unwrap();
         assert_eq!(props.len(), 2);

@@ -1,34 +1,37 @@
-//! Durations as people write them in config: `30d`, `1s`, `500ms`, or a bare number of
-//! milliseconds (Kafka's own unit).
+//! Durations as people write them on the command line and in config: `30d`, `1h 30m`, `2m`,
+//! `1s`, `500ms`. A bare number is refused with the fix spelled out: whether `5` meant
+//! milliseconds (Kafka's unit) or seconds is exactly the mistake a unit prevents.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Parses `30d`, `1h 30m`, `500ms`, or a bare integer of milliseconds.
+/// Parses `30d`, `1h 30m`, `2m`, `1s`, `500ms`; refuses a bare number.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
+    if let Ok(n) = s.parse::<f64>() {
+        return Err(format!(
+            "`{s}` has no unit: write {n}ms, {n}s or {n}m (units: ms, s, m, h, d)"
+        ));
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("`{s}` is not a duration ({e}); write e.g. 30d, 1s, 500ms or milliseconds")
-    })
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 500ms, 2m or 30d"))
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Raw {
-    Millis(u64),
+    Number(f64),
     Text(String),
 }
 
 /// Serde adapter for [`parse`].
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match Raw::deserialize(d)? {
-        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom),
-    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(s) => s,
+    };
+    parse(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -36,13 +39,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_and_raw_forms_agree() {
+    fn units_are_required_and_the_error_shows_the_fix() {
         assert_eq!(parse("30d").unwrap(), Duration::from_secs(30 * 86_400));
-        assert_eq!(
-            parse("2592000000").unwrap(),
-            Duration::from_secs(30 * 86_400)
-        );
+        assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1h 30m").unwrap(), Duration::from_secs(5400));
+        let e = parse("5").unwrap_err();
+        assert!(
+            e.contains("no unit") && e.contains("5s") && e.contains("5ms"),
+            "{e}"
+        );
         assert!(parse("soon").unwrap_err().contains("soon"));
     }
 }

@@ -68,6 +68,51 @@ impl CommitFailed<'_> {
     }
 }
 
+/// A partition's state was restored from its changelog.
+pub(crate) struct StateRestored<'a> {
+    pub worker: &'a str,
+    pub changelog: &'a TopicPartition,
+    pub restored: crate::restore::Restored,
+    pub took: std::time::Duration,
+}
+
+impl StateRestored<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        let p = self.changelog.partition.to_string();
+        let labels = [self.worker, &*self.changelog.topic, p.as_str()];
+        let s = &metrics.state;
+        s.restore_records
+            .with_label_values(&labels)
+            .set(self.restored.entries as i64);
+        s.restore_seconds
+            .with_label_values(&labels)
+            .set(self.took.as_secs_f64());
+        tracing::info!(worker = self.worker, changelog = %self.changelog,
+            entries = self.restored.entries, up_to = self.restored.end,
+            millis = self.took.as_millis() as u64, "state restored");
+    }
+}
+
+/// A partition's state could not be restored: the partition is not processed.
+pub(crate) struct StateRestoreFailed<'a> {
+    pub worker: &'a str,
+    pub changelog: &'a TopicPartition,
+    pub reason: &'a str,
+}
+
+impl StateRestoreFailed<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .state
+            .restore_failures
+            .with_label_values(&[self.worker, &self.changelog.topic])
+            .inc();
+        tracing::error!(worker = self.worker, changelog = %self.changelog, reason = self.reason,
+            "cannot restore the partition's state: it is not processed until the changelog is \
+             repaired or reset (see README, Operating: state stores)");
+    }
+}
+
 /// `t[0-3,7] u[1]`: partitions grouped by topic, consecutive numbers as ranges.
 pub(crate) fn summarize(partitions: &[TopicPartition]) -> String {
     let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();

@@ -62,13 +62,15 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::committer::{CommitQueue, Offsets};
 use crate::events;
-use crate::health::HealthHandle;
+use crate::health::Readiness;
 use crate::lane::{self, LaneContext, LaneHandle, Offered};
 use crate::metrics::{Metrics, TopicMetrics, WorkerStats, bump};
 use crate::processor::Processor;
 use crate::progress::Progress;
 use crate::record::{FastHash, RawRecord, TopicPartition};
+use crate::restore::Restorer;
 use crate::state::StateSlot;
+use crate::store::StateStore;
 use crate::transactions::{Finished, Transactions};
 use crate::wakeup::LeaderWakeup;
 
@@ -129,7 +131,9 @@ pub(crate) struct FetchContext<P: Processor> {
     pub revoke_timeout: Duration,
     pub metrics: Metrics,
     pub stats: Arc<WorkerStats>,
-    pub health: HealthHandle,
+    pub readiness: Arc<Readiness>,
+    /// Restores the state of each newly assigned source partition with a changelog.
+    restorer: Restorer,
     /// Wakes the leader of each resumed partition (see [`crate::wakeup`]).
     wakeup: LeaderWakeup,
 }
@@ -145,7 +149,7 @@ impl<P: Processor> FetchContext<P> {
         revoke_timeout: Duration,
         metrics: Metrics,
         stats: Arc<WorkerStats>,
-        health: HealthHandle,
+        restorer: Restorer,
     ) -> Self {
         Self {
             progress: Progress::new(&worker, &group, metrics.clone()),
@@ -164,7 +168,8 @@ impl<P: Processor> FetchContext<P> {
             revoke_timeout,
             metrics,
             stats,
-            health,
+            readiness: restorer.readiness.clone(),
+            restorer,
             wakeup: LeaderWakeup::default(),
         }
     }
@@ -189,7 +194,20 @@ impl<P: Processor> FetchContext<P> {
                 .assigned_partitions
                 .fetch_add(1, Ordering::Relaxed);
             let source = self.source_partition(tp);
-            let slot = self.states.entry(source).or_default().clone();
+            let slot = self
+                .states
+                .entry(source.clone())
+                .or_insert_with(|| {
+                    let durable = self.restorer.changelog_of(&source.topic).is_some();
+                    let store = self.lane_ctx.processor.new_state();
+                    let slot = Arc::new(StateSlot::new(store, durable));
+                    if durable {
+                        self.restorer
+                            .spawn(&self.runtime, slot.clone(), source.clone());
+                    }
+                    slot
+                })
+                .clone();
             let lane = lane::spawn(
                 self.lane_ctx.clone(),
                 tp.clone(),
@@ -222,6 +240,10 @@ impl<P: Processor> FetchContext<P> {
                 .any(|l| self.source_partition(l.key()) == source);
             if !in_use {
                 self.states.remove(&source);
+                if let Some(changelog) = self.restorer.changelog_of(&source.topic) {
+                    self.readiness
+                        .forget(&TopicPartition::new(changelog, source.partition).to_string());
+                }
             }
         }
     }
@@ -712,11 +734,45 @@ impl<P: Processor> FetchContext<P> {
                     .set_retry_backlog(&self.worker, &topic, backlog);
             }
         }
+        self.publish_state();
         self.stats.lag.store(published.total_lag, Ordering::Relaxed);
         self.metrics.set_buffered_bytes(
             &self.worker,
             self.stats.buffered_bytes.load(Ordering::Relaxed),
         );
+    }
+
+    /// Publishes the state gauges per source topic: entries held, keys waiting in order,
+    /// records parked behind them, and how long the longest-waiting key has waited. A state
+    /// locked right now by its lane is read at the next publish.
+    fn publish_state(&self) {
+        let now = crate::lane::now_ms();
+        let mut totals: HashMap<Arc<str>, StateTotals, FastHash> = HashMap::default();
+        for entry in self.states.iter() {
+            let Ok(state) = entry.value().state.try_lock() else {
+                continue;
+            };
+            let t = totals.entry(entry.key().topic.clone()).or_default();
+            t.entries += state.store.entries() as i64;
+            t.keys += state.order.waiting_keys() as i64;
+            t.records += state.order.parked_records() as i64;
+            t.oldest_since = match (t.oldest_since, state.order.oldest_since()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let m = &self.metrics.state;
+        for (source, _) in self.lane_ctx.router.sources() {
+            let t = totals.get(source.as_str()).copied().unwrap_or_default();
+            let labels = [self.worker.as_str(), source.as_str()];
+            m.entries.with_label_values(&labels).set(t.entries);
+            m.keys_waiting.with_label_values(&labels).set(t.keys);
+            m.records_waiting.with_label_values(&labels).set(t.records);
+            m.oldest_wait.with_label_values(&labels).set(
+                t.oldest_since
+                    .map_or(0.0, |since| (now - since).max(0) as f64 / 1000.0),
+            );
+        }
     }
 
     /// Bytes held by the stashes and the lanes (queued, in processing, awaiting acks).
@@ -775,13 +831,7 @@ impl<P: Processor> ConsumerContext for FetchContext<P> {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
-            let n = self.lanes.len();
-            let detail = if n == 0 {
-                "joined; the group has no partition for this member".to_owned()
-            } else {
-                format!("joined; {n} partitions assigned")
-            };
-            self.health.set_ready(true, detail);
+            self.readiness.assigned(self.lanes.len());
         }
     }
 }
@@ -939,4 +989,14 @@ pub(crate) fn run<P: Processor>(
     let in_time = Instant::now() <= deadline && flushed;
     tracing::info!(worker = %ctx.worker, lanes = lanes_in_flight, in_time, "consumer closed");
     in_time
+}
+
+/// One source topic's state, summed over its assigned partitions (see `publish_state`).
+#[derive(Debug, Default, Clone, Copy)]
+struct StateTotals {
+    entries: i64,
+    keys: i64,
+    records: i64,
+    /// Since when (epoch ms) the longest-waiting key has waited.
+    oldest_since: Option<i64>,
 }

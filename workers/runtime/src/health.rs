@@ -1,8 +1,9 @@
 //! Liveness and readiness of the workers in a process, as the HTTP probes report them.
 //!
 //! Each worker registers a component. A process is live while no component has failed, and
-//! ready once every component is ready: a worker is ready when it has joined its group and
-//! received its assignment (possibly empty: the group has no partition to give it).
+//! ready once every component is ready: a worker is ready when it has joined its group,
+//! received its assignment (possibly empty: the group has no partition to give it), and
+//! restored the state of every assigned partition ([`Readiness`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -102,6 +103,83 @@ impl HealthHandle {
     }
 }
 
+/// A worker's readiness, from what it knows: joined with an assignment, state restores in
+/// progress, and state restores that failed (a partition that will not be processed).
+#[derive(Debug)]
+pub(crate) struct Readiness {
+    handle: HealthHandle,
+    inner: Mutex<ReadinessState>,
+}
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    /// Partitions assigned at the last rebalance; `None` until the first.
+    assigned: Option<usize>,
+    restoring: usize,
+    /// Failed restores by changelog partition.
+    failed: BTreeMap<String, String>,
+}
+
+impl Readiness {
+    pub fn new(handle: HealthHandle) -> Self {
+        Self {
+            handle,
+            inner: Mutex::new(ReadinessState::default()),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReadinessState)) {
+        let mut s = self.inner.lock().expect("readiness lock");
+        f(&mut s);
+        let (ready, detail) = match (&s.assigned, s.restoring, s.failed.first_key_value()) {
+            (_, _, Some((partition, reason))) => (
+                false,
+                format!(
+                    "state restore failed for {} partition(s), first {partition}: {reason}",
+                    s.failed.len()
+                ),
+            ),
+            (None, _, None) => (false, "joining the group".to_owned()),
+            (Some(_), n, None) if n > 0 => {
+                (false, format!("restoring the state of {n} partition(s)"))
+            }
+            (Some(0), _, None) => (
+                true,
+                "joined; the group has no partition for this member".to_owned(),
+            ),
+            (Some(n), _, None) => (true, format!("joined; {n} partitions assigned")),
+        };
+        self.handle.set_ready(ready, detail);
+    }
+
+    /// A rebalance ended with `partitions` assigned.
+    pub fn assigned(&self, partitions: usize) {
+        self.update(|s| s.assigned = Some(partitions));
+    }
+
+    /// A restore began.
+    pub fn restore_started(&self) {
+        self.update(|s| s.restoring += 1);
+    }
+
+    /// A restore ended; `failure` is (changelog partition, reason) when it failed.
+    pub fn restore_finished(&self, failure: Option<(String, String)>) {
+        self.update(|s| {
+            s.restoring = s.restoring.saturating_sub(1);
+            if let Some((partition, reason)) = failure {
+                s.failed.insert(partition, reason);
+            }
+        });
+    }
+
+    /// A changelog partition's state is no longer this worker's (revoked): its failure goes.
+    pub fn forget(&self, changelog_partition: &str) {
+        self.update(|s| {
+            s.failed.remove(changelog_partition);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +196,29 @@ mod tests {
         assert!(h.is_ready() && h.is_live());
         b.set_failed("fenced");
         assert!(!h.is_ready() && !h.is_live());
+    }
+
+    #[test]
+    fn a_worker_is_ready_once_joined_and_restored_and_never_on_a_failed_restore() {
+        let h = Health::default();
+        let r = Readiness::new(h.component("w"));
+        r.restore_started();
+        r.assigned(2);
+        assert!(!h.is_ready());
+        assert!(h.report()["w"].detail.contains("restoring"));
+        r.restore_finished(None);
+        assert!(h.is_ready());
+        r.restore_started();
+        r.restore_finished(Some((
+            "t-changelog[1]".into(),
+            "corrupt at offset 9".into(),
+        )));
+        assert!(
+            !h.is_ready() && h.is_live(),
+            "not ready, but alive: no restart loop"
+        );
+        assert!(h.report()["w"].detail.contains("corrupt at offset 9"));
+        r.forget("t-changelog[1]");
+        assert!(h.is_ready());
     }
 }

@@ -36,13 +36,16 @@ pub mod health;
 pub mod http;
 mod lane;
 pub mod metrics;
+pub mod ordering;
 pub mod processor;
 pub mod producer;
 mod progress;
 pub mod record;
+mod restore;
 pub mod retry;
 pub mod routing;
-pub mod state;
+mod state;
+pub mod store;
 pub mod telemetry;
 pub mod topology;
 mod transactions;
@@ -52,6 +55,7 @@ pub mod worker;
 pub use lane::{BATCH as LANE_BATCH, now_ms};
 pub use processor::{ErrorClass, Outcome, ProcessError, Processor};
 pub use record::{Headers, OutputRecord, RawRecord, Record, TopicPartition};
+pub use transactions::EXIT_WEDGED;
 pub use worker::{Worker, WorkerError, WorkerReport};
 
 /// Re-exported so domain crates and tools use the same versions.

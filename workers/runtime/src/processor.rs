@@ -19,6 +19,7 @@
 use std::future::Future;
 
 use crate::record::{OutputRecord, RawRecord, Record};
+use crate::store::StateStore;
 
 /// What a domain worker does with one record of one partition.
 ///
@@ -27,8 +28,17 @@ use crate::record::{OutputRecord, RawRecord, Record};
 pub trait Processor: Send + Sync + 'static {
     /// The decoded form of an input record.
     type Input: Send + 'static;
-    /// Per-partition state: created empty when a partition is assigned, dropped on revoke.
-    type State: Default + Send + 'static;
+    /// Per-partition state: restored from the source's changelog (or empty) when a partition
+    /// is assigned, dropped on revoke; every change it records goes to the changelog (see
+    /// [`crate::store`]).
+    type State: StateStore;
+
+    /// A new, empty state for a partition (before its changelog is restored into it). The
+    /// default is `State::default()`; a processor whose state takes settings (a retention)
+    /// builds it here.
+    fn new_state(&self) -> Self::State {
+        Self::State::default()
+    }
 
     /// Decodes the raw record. Undecodable bytes are [`ProcessError::Malformed`].
     fn decode(&self, record: &RawRecord) -> Result<Self::Input, ProcessError>;
@@ -39,13 +49,6 @@ pub trait Processor: Send + Sync + 'static {
         state: &mut Self::State,
         record: &Record<'_, Self::Input>,
     ) -> impl Future<Output = Result<Outcome, ProcessError>> + Send;
-
-    /// How the partition state is written to and restored from a changelog, for a state that
-    /// must survive restarts and rebalances (used under exactly-once; see
-    /// [`crate::state`]). `None` (the default): state lives in memory only.
-    fn changelog(&self) -> Option<&dyn crate::state::StateChangelog<Self::State>> {
-        None
-    }
 }
 
 /// The result of processing a record successfully.

@@ -92,6 +92,12 @@ impl RetryPolicy {
         Duration::from_millis(capped.round() as u64)
     }
 
+    /// How long a record can spend in the retry path when every attempt fails: the sum of
+    /// the delays before each retry.
+    pub fn schedule(&self) -> Duration {
+        (1..self.attempts).map(|r| self.delay(r)).sum()
+    }
+
     /// The retry topic for retry number `retry` (1-based) of `source`.
     pub fn rung_topic(&self, source: &str, retry: u32) -> String {
         format!("{source}-retry-{}", self.delay(retry).as_millis())
@@ -136,6 +142,7 @@ mod tests {
             ]
         );
         assert_eq!(dead_letter_topic("booking-events"), "booking-events-dlt");
+        assert_eq!(p.schedule(), Duration::from_secs(3));
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl FailureRouter {
         topics
     }
 
+    /// Every source topic with its retry policy.
+    pub fn sources(&self) -> impl Iterator<Item = (&String, &RetryPolicy)> {
+        self.policies.iter()
+    }
+
     /// Whether `topic` is a retry rung (its records wait for their due time).
     pub fn is_rung(&self, topic: &str) -> bool {
         self.rung_sources.contains_key(topic)

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::config::ConfigError;
+use crate::ordering::Ordering;
 use crate::retry::{RetryPolicy, dead_letter_topic};
 
 /// Any YAML scalar, kept as the string Kafka expects.
@@ -66,8 +67,16 @@ struct TopicRaw {
     #[serde(default)]
     protected: bool,
     changelog: Option<Spanned<bool>>,
+    ordering: Option<Spanned<Ordering>>,
+    state: Option<Spanned<StateRaw>>,
     #[serde(default)]
     description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateRaw {
+    retention: Spanned<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +132,11 @@ pub struct TopicSpec {
     pub retry: Option<RetryPolicy>,
     /// The owner keeps durable state in a changelog topic (source topics only).
     pub changelog: bool,
+    /// How the owner keeps order through retries (source topics only).
+    pub ordering: Ordering,
+    /// How long the owner's state remembers an entity after its last event (`state.retention`;
+    /// source topics only; what an entry's lifetime starts from is the owner's business rule).
+    pub state_retention: Option<Duration>,
     /// Never deleted by the provisioning CLI.
     pub protected: bool,
     /// Why it exists.
@@ -334,6 +348,39 @@ impl Topology {
                     "a topic with a changelog needs an owner (the worker whose state it is)",
                 ));
             }
+            if let (Some(o), None) = (&t.ordering, &t.owner) {
+                return Err(located(
+                    file,
+                    &o.referenced,
+                    &field("owner"),
+                    "a topic with an ordering needs an owner (the worker that keeps it)",
+                ));
+            }
+            let state_retention = match &t.state {
+                None => None,
+                Some(st) if t.owner.is_none() => {
+                    return Err(located(
+                        file,
+                        &st.referenced,
+                        &field("owner"),
+                        "a topic with a state section needs an owner (the worker whose state it is)",
+                    ));
+                }
+                Some(st) => {
+                    let r = &st.value.retention;
+                    let d = crate::durations::parse(&r.value.0)
+                        .map_err(|m| located(file, &r.referenced, &field("state.retention"), m))?;
+                    if d.is_zero() {
+                        return Err(located(
+                            file,
+                            &r.referenced,
+                            &field("state.retention"),
+                            "must be greater than zero",
+                        ));
+                    }
+                    Some(d)
+                }
+            };
             if let (Some(r), None) = (&t.retry, &t.owner) {
                 return Err(located(
                     file,
@@ -352,6 +399,8 @@ impl Topology {
                     owner: t.owner.clone(),
                     retry,
                     changelog,
+                    ordering: t.ordering.as_ref().map(|o| o.value).unwrap_or_default(),
+                    state_retention,
                     protected: t.protected,
                     kind: TopicKind::Declared,
                     description: t.description.clone(),
@@ -433,6 +482,8 @@ impl Topology {
                     owner: spec.owner.clone(),
                     retry: None,
                     changelog: false,
+                    ordering: Ordering::default(),
+                    state_retention: None,
                     protected: spec.protected,
                     kind,
                     description: None,
@@ -506,6 +557,19 @@ impl Topology {
         self.get(source)
             .filter(|t| t.changelog)
             .map(|t| changelog_topic(&t.name))
+    }
+
+    /// How `source` keeps order through retries: its `ordering`, or `partition` for a topic the
+    /// file does not declare (it has no retry rungs).
+    pub fn ordering_of(&self, source: &str) -> Ordering {
+        self.get(source)
+            .filter(|t| t.kind == TopicKind::Declared)
+            .map_or(Ordering::Partition, |t| t.ordering)
+    }
+
+    /// The owner's state retention for `source` (`state.retention`), if the file sets one.
+    pub fn state_retention_of(&self, source: &str) -> Option<Duration> {
+        self.get(source).and_then(|t| t.state_retention)
     }
 
     /// The source topics `owner` consumes, with their retry policies.

@@ -101,7 +101,21 @@ pub(crate) struct Transactions {
     failed: SharedFailure,
     /// A lane found the transaction failed: abort it at the next opportunity.
     abort_requested: std::sync::atomic::AtomicBool,
+    /// When the transactional call in progress began (epoch ms); 0 when none is.
+    call_started: std::sync::atomic::AtomicI64,
 }
+
+/// A transactional call this long is nudged (see [`Transactions::watch`]).
+const NUDGE_AFTER: Duration = Duration::from_secs(3);
+
+/// A transactional call this long is wedged in librdkafka: twice its own timeout, and past
+/// the broker's default transaction timeout, so the transaction is lost anyway.
+const WEDGED_AFTER: Duration = Duration::from_secs(2 * CALL_TIMEOUT.as_secs());
+
+/// The exit code of a worker whose transactional call hung in librdkafka past
+/// [`WEDGED_AFTER`] (EX_TEMPFAIL): restarting the process is the only way out, and a safe one,
+/// since its successor aborts the open transaction when it takes the same transactional id.
+pub const EXIT_WEDGED: i32 = 75;
 
 impl Transactions {
     pub fn new(
@@ -122,6 +136,65 @@ impl Transactions {
             rng: AtomicU64::new(crate::now_ms() as u64 | 1),
             failed,
             abort_requested: std::sync::atomic::AtomicBool::new(false),
+            call_started: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Watches this group's transactional calls from a thread of its own, for as long as the
+    /// transactions exist.
+    ///
+    /// `send_offsets_to_transaction` needs the group coordinator, and librdkafka looks for a
+    /// new one only when one of its broker connections comes up or goes down: when the
+    /// coordinator dies during the call and the connections settle before it is back, the
+    /// call waits forever, its timeout notwithstanding (confluentinc/librdkafka#5456 and
+    /// #5511, open in 2.12). Seen here: a worker frozen for minutes after the coordinator's
+    /// node was killed and restarted, in about one drill in three. A call that takes longer
+    /// than [`NUDGE_AFTER`] is nudged every second: a ListGroups request to every broker makes
+    /// the producer connect to those it is not connected to, and the connection coming up
+    /// lets librdkafka look for the coordinator again. That clears most hangs, not all (about
+    /// one drill in five still hung): a call still waiting after [`WEDGED_AFTER`] cannot be
+    /// cancelled, its thread cannot be freed, and the worker exits with [`EXIT_WEDGED`] for
+    /// its orchestrator to restart it. Nothing is lost: the transaction was never committed,
+    /// and the restarted instance aborts it and resumes from the committed offsets.
+    pub fn watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("sf-txn-watch".into())
+            .spawn(move || {
+                let mut nudged_call = 0;
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(txns) = weak.upgrade() else { return };
+                    let started = txns.call_started.load(Ordering::Acquire);
+                    let waited = crate::now_ms() - started;
+                    if started == 0 || waited < NUDGE_AFTER.as_millis() as i64 {
+                        continue;
+                    }
+                    if waited > WEDGED_AFTER.as_millis() as i64 {
+                        tracing::error!(worker = %txns.worker, waited_ms = waited,
+                            exit_code = EXIT_WEDGED,
+                            "a transaction call has hung in librdkafka past its timeout \
+                             (confluentinc/librdkafka#5456); exiting for a restart: the open \
+                             transaction is aborted by this instance's successor");
+                        std::process::exit(EXIT_WEDGED);
+                    }
+                    if nudged_call != started {
+                        nudged_call = started;
+                        tracing::warn!(worker = %txns.worker, waited_ms = waited,
+                            "a transaction call is waiting for its coordinator; nudging librdkafka \
+                             to look it up again (confluentinc/librdkafka#5456)");
+                    }
+                    let _ = txns
+                        .producer
+                        .inner()
+                        .client()
+                        .fetch_group_list(None, Duration::from_secs(2));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(worker = %self.worker, error = %e,
+                "cannot start the transaction watch thread; a call stuck on a lost coordinator \
+                 may wait until the worker is restarted");
         }
     }
 
@@ -185,7 +258,11 @@ impl Transactions {
     fn call(&self, what: &str, f: impl Fn() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
         let mut backoff = Duration::from_millis(50);
         for attempt in 1.. {
-            match f() {
+            self.call_started
+                .store(crate::now_ms().max(1), Ordering::Release);
+            let result = f();
+            self.call_started.store(0, Ordering::Release);
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < RETRIES && matches!(self.classify(&e), Class::Retry) => {
                     self.metrics.transaction_error(&self.worker, "retriable");

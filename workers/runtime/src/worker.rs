@@ -24,11 +24,13 @@ use crate::clients;
 use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::fetcher::{self, BufferBound, FetchContext};
+use crate::health::Readiness;
 use crate::health::{Health, HealthHandle};
-use crate::lane::{ChangelogTopics, FatalSignal, LaneContext, Output};
+use crate::lane::{FatalSignal, LaneContext, Output, WaitingBound};
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::processor::Processor;
 use crate::producer::{OutputProducer, ProducerStats};
+use crate::restore::Restorer;
 use crate::routing::FailureRouter;
 use crate::transactions::{SharedFailure, Transactions};
 
@@ -134,6 +136,7 @@ impl<P: Processor> Worker<P> {
                     config.fault_abort_probability,
                     failure.clone(),
                 ));
+                txns.watch();
                 let starter = txns.clone();
                 tokio::task::spawn_blocking(move || starter.start())
                     .await
@@ -149,30 +152,50 @@ impl<P: Processor> Worker<P> {
             };
             outputs.push(Output { producer, txns });
         }
-        let changelogs = match (exactly_once, config.changelogs.is_empty()) {
-            (true, false) => Some(ChangelogTopics {
-                brokers: config.brokers.clone(),
-                props: config.kafka.clone(),
-                topics: config.changelogs.clone(),
-            }),
-            (false, false) => {
-                tracing::warn!(worker = %config.worker,
-                    "changelog topics are configured but state is durable only with --processing-guarantee \
-                     exactly-once; keeping state in memory");
-                None
+        for (topic, policy) in &config.sources {
+            self.metrics
+                .state
+                .retry_schedule
+                .with_label_values(&[&config.worker, topic])
+                .set(policy.schedule().as_secs_f64());
+        }
+        for changelog in config.changelogs.values() {
+            // At 0 from the start: an alert on `increase()` misses a counter whose first
+            // sample is already 1.
+            self.metrics
+                .state
+                .restore_failures
+                .with_label_values(&[&config.worker, changelog]);
+        }
+        let key_ordered = config.key_ordered();
+        for (topic, _) in &config.sources {
+            if !config.changelogs.contains_key(topic) {
+                tracing::warn!(worker = %config.worker, %topic,
+                    "no changelog for this source: its state (and what waits in key order) \
+                     lives in memory only and is lost on a restart or a rebalance");
             }
-            _ => None,
-        };
+        }
         let lane_ctx = Arc::new(LaneContext {
             processor: self.processor,
             outputs,
             router: router.clone(),
             concurrency: Arc::new(Semaphore::new(config.max_concurrency)),
             fatal: fatal.clone(),
-            changelogs,
+            changelogs: config.changelogs.clone(),
+            key_ordered,
+            waiting: WaitingBound {
+                records: config.max_waiting_records,
+                bytes: config.max_waiting_mib.saturating_mul(1 << 20),
+            },
+        });
+        let restorer = Restorer {
+            brokers: config.brokers.clone(),
+            props: config.kafka.clone(),
+            changelogs: config.changelogs.clone(),
             worker: config.worker.clone(),
             metrics: self.metrics.clone(),
-        });
+            readiness: Arc::new(Readiness::new(self.health.clone())),
+        };
         let ctx = FetchContext::new(
             config.worker.clone(),
             config.group_id.clone(),
@@ -185,7 +208,7 @@ impl<P: Processor> Worker<P> {
             config.revoke_timeout,
             self.metrics.clone(),
             self.stats.clone(),
-            self.health.clone(),
+            restorer,
         );
         let consumer: BaseConsumer<FetchContext<P>> =
             clients::consumer(&config).create_with_context(ctx)?;

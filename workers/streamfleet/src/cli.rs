@@ -554,6 +554,10 @@ pub struct WorkerCommand {
     /// Payment gateway (payment worker only).
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Testing only (passthrough): how long each record takes, so a frozen worker still holds
+    /// records it has not processed.
+    #[arg(long, env = "STREAMFLEET_FAULT_PROCESS_DELAY", value_parser = parse_duration, default_value = "0ms", hide = true)]
+    pub fault_process_delay: Duration,
 }
 
 /// `streamfleet produce`.

@@ -117,6 +117,19 @@ impl GatewayArgs {
 pub struct Passthrough {
     /// Output topic.
     pub output: String,
+    /// Testing only: how long each record takes (`--fault-process-delay`), so a test can
+    /// freeze a worker that still holds unprocessed records.
+    pub delay: Duration,
+}
+
+impl Passthrough {
+    /// A copier to `output`, as fast as it goes.
+    pub fn to(output: impl Into<String>) -> Self {
+        Self {
+            output: output.into(),
+            delay: Duration::ZERO,
+        }
+    }
 }
 
 impl Processor for Passthrough {
@@ -128,6 +141,9 @@ impl Processor for Passthrough {
     }
 
     async fn process(&self, _: &mut (), record: &Record<'_, ()>) -> Result<Outcome, ProcessError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         Ok(Outcome::Emit(vec![OutputRecord {
             topic: self.output.clone(),
             key: record.raw.key.clone(),
@@ -171,6 +187,8 @@ pub struct Fleet<'a> {
     pub health: &'a Health,
     /// Payment gateway settings.
     pub gateway: GatewayConfig,
+    /// Testing only: the passthrough worker's time per record.
+    pub fault_process_delay: Duration,
 }
 
 impl Fleet<'_> {
@@ -194,28 +212,46 @@ impl Fleet<'_> {
             })
         };
         let (encoding, metrics, health) = (self.encoding, self.metrics.clone(), self.health);
+        let retention = config.state_retention.get(&input).copied();
         Ok(match kind {
             WorkerKind::Booking => {
-                let p = BookingProcessor::new(encoding, &input, output_topic)
-                    .map_err(|m| invalid("schemas", m))?;
+                let p = BookingProcessor::new(
+                    encoding,
+                    &input,
+                    output_topic,
+                    retention.unwrap_or(streamfleet_booking::DEFAULT_RETENTION),
+                )
+                .map_err(|m| invalid("schemas", m))?;
                 spawn(kind, Worker::new(config, p, metrics, health), shutdown)
             }
             WorkerKind::Inventory => {
-                let p = InventoryProcessor::new(encoding, &input, output_topic)
-                    .map_err(|m| invalid("schemas", m))?;
+                let p = InventoryProcessor::new(
+                    encoding,
+                    &input,
+                    output_topic,
+                    retention.unwrap_or(streamfleet_inventory::DEFAULT_RETENTION),
+                )
+                .map_err(|m| invalid("schemas", m))?;
                 spawn(kind, Worker::new(config, p, metrics, health), shutdown)
             }
             WorkerKind::Passthrough => {
                 let p = Passthrough {
-                    output: output_topic.to_owned(),
+                    delay: self.fault_process_delay,
+                    ..Passthrough::to(output_topic)
                 };
                 spawn(kind, Worker::new(config, p, metrics, health), shutdown)
             }
             WorkerKind::Payment => {
                 let gateway = SimulatedGateway::new(self.gateway)
                     .map_err(|m| invalid("--gateway-failure-rate", m))?;
-                let p = PaymentProcessor::new(encoding, &input, output_topic, gateway)
-                    .map_err(|m| invalid("schemas", m))?;
+                let p = PaymentProcessor::new(
+                    encoding,
+                    &input,
+                    output_topic,
+                    gateway,
+                    retention.unwrap_or(streamfleet_payment::DEFAULT_RETENTION),
+                )
+                .map_err(|m| invalid("schemas", m))?;
                 spawn(kind, Worker::new(config, p, metrics, health), shutdown)
             }
         })

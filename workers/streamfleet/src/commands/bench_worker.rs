@@ -107,6 +107,7 @@ pub async fn run() -> anyhow::Result<i32> {
         metrics: &metrics,
         health: &health,
         gateway: GatewayConfig::default(),
+        fault_process_delay: std::time::Duration::ZERO,
     };
     let running = fleet.start(kind, config, &env.output, shutdown.clone())?;
     let stats = running.stats.clone();

@@ -67,6 +67,7 @@ fn worker_config(
     topology: &Topology,
 ) -> anyhow::Result<WorkerConfig> {
     let mut config = WorkerConfig::new(kind.name(), bootstrap, topology.sources_of(kind.name()));
+    config.apply_topology(topology);
     // Lag in the live summary comes from librdkafka statistics: refresh them every second.
     config.kafka.push(KafkaProperty::parse(
         "consumer.statistics.interval.ms=1000",
@@ -117,6 +118,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         metrics: &metrics,
         health: &health,
         gateway,
+        fault_process_delay: std::time::Duration::ZERO,
     };
     let mut workers = Vec::new();
     for kind in WorkerKind::ALL {
@@ -235,13 +237,27 @@ fn print_report(r: &DemoReport) {
         println!("  generated {kind:?}: {n}");
     }
     println!(
-        "  {:<9} {:>9} {:>10} {:>8} {:>14} {:>15} {:>9}",
-        "worker", "consumed", "succeeded", "retried", "dead-lettered", "replay-dropped", "produced"
+        "  {:<9} {:>9} {:>10} {:>8} {:>7} {:>14} {:>15} {:>9}",
+        "worker",
+        "consumed",
+        "succeeded",
+        "retried",
+        "parked",
+        "dead-lettered",
+        "replay-dropped",
+        "produced"
     );
     for (name, s) in &r.workers {
         println!(
-            "  {:<9} {:>9} {:>10} {:>8} {:>14} {:>15} {:>9}",
-            name, s.consumed, s.succeeded, s.retried, s.dead_lettered, s.replay_dropped, s.produced
+            "  {:<9} {:>9} {:>10} {:>8} {:>7} {:>14} {:>15} {:>9}",
+            name,
+            s.consumed,
+            s.succeeded,
+            s.retried,
+            s.parked,
+            s.dead_lettered,
+            s.replay_dropped,
+            s.produced
         );
     }
     if r.all_accounted {

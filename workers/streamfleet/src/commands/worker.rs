@@ -44,12 +44,8 @@ pub fn resolve(cmd: &WorkerCommand) -> anyhow::Result<Resolved> {
             })
             .collect()
     };
-    let changelogs = sources
-        .iter()
-        .filter_map(|(t, _)| topology.changelog_of(t).map(|c| (t.clone(), c)))
-        .collect();
     let mut config = WorkerConfig::from_args(name, &cmd.kafka, &cmd.worker, sources)?;
-    config.changelogs = changelogs;
+    config.apply_topology(&topology);
     let gateway = cmd.gateway.config()?;
     let output = cmd
         .output_topic
@@ -91,6 +87,7 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
         metrics: &metrics,
         health: &health,
         gateway,
+        fault_process_delay: cmd.fault_process_delay,
     };
     let running = fleet.start(cmd.kind, config, &output, shutdown)?;
     let result = running.task.await?;

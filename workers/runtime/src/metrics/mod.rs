@@ -13,6 +13,8 @@
 //! [`WorkerStats`] holds plain atomic totals for one worker. The demo's live summary, the
 //! final report and the tests read them; they never reset and never depend on scraping.
 
+mod state;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -32,8 +34,10 @@ pub mod outcome {
     pub const DEAD_LETTERED: &str = "dead_lettered";
     /// Dropped as an exact replay of a record already applied.
     pub const REPLAY_DROPPED: &str = "replay_dropped";
+    /// Parked behind its key's record in the retry path (processed again later).
+    pub const PARKED: &str = "parked";
     /// Every outcome.
-    pub const ALL: [&str; 4] = [SUCCESS, RETRIED, DEAD_LETTERED, REPLAY_DROPPED];
+    pub const ALL: [&str; 5] = [SUCCESS, RETRIED, DEAD_LETTERED, REPLAY_DROPPED, PARKED];
 }
 
 /// Latency buckets (seconds): 1 ms to 60 s.
@@ -68,8 +72,8 @@ pub struct Metrics {
     producer_sent: IntCounterVec,
     producer_batch_size: GaugeVec,
     consumer_received: IntCounterVec,
-    restored: IntCounterVec,
-    restoring: IntGaugeVec,
+    /// State stores: restores, expiry, keys waiting in order.
+    pub(crate) state: state::StateMetrics,
     transaction_errors: IntCounterVec,
     end_to_end_tap: Arc<TapSlot>,
 }
@@ -312,30 +316,19 @@ impl Metrics {
                 &["worker", "class"],
             ),
             end_to_end_tap: Arc::default(),
-            restored: counter(
-                r,
-                "streamfleet_state_restored_records_total",
-                "Changelog entries read to restore partition state, by changelog topic.",
-                &["worker", "topic"],
-            ),
-            restoring: gauge(
-                r,
-                "streamfleet_state_restoring_partitions",
-                "Partitions whose state is being restored from its changelog right now.",
-                &["worker"],
-            ),
+            state: state::StateMetrics::new(r),
             registry,
         }
     }
 
     /// Counter of restored changelog entries of `topic`.
     pub fn restored(&self, worker: &str, topic: &str) -> IntCounter {
-        self.restored.with_label_values(&[worker, topic])
+        self.state.restored.with_label_values(&[worker, topic])
     }
 
     /// Gauge of partitions restoring.
     pub fn restoring(&self, worker: &str) -> IntGauge {
-        self.restoring.with_label_values(&[worker])
+        self.state.restoring.with_label_values(&[worker])
     }
 
     /// The registry to expose.
@@ -354,7 +347,7 @@ impl Metrics {
             self.transactions.with_label_values(&[worker, result]);
         }
         self.transaction_duration.with_label_values(&[worker]);
-        self.restoring.with_label_values(&[worker]);
+        self.state.init_worker(worker);
         for class in ["retriable", "abortable", "fatal"] {
             self.transaction_errors.with_label_values(&[worker, class]);
         }
@@ -378,6 +371,7 @@ impl Metrics {
             retried: outcome(outcome::RETRIED),
             dead_lettered: outcome(outcome::DEAD_LETTERED),
             replay_dropped: outcome(outcome::REPLAY_DROPPED),
+            parked: outcome(outcome::PARKED),
             assigned: self.assigned.with_label_values(&l),
             stats,
         }
@@ -548,6 +542,7 @@ pub struct TopicMetrics {
     pub(crate) retried: IntCounter,
     pub(crate) dead_lettered: IntCounter,
     pub(crate) replay_dropped: IntCounter,
+    pub(crate) parked: IntCounter,
     pub(crate) assigned: IntGauge,
     pub(crate) stats: Arc<WorkerStats>,
 }
@@ -563,6 +558,9 @@ pub enum RecordOutcome {
     Retried,
     /// Sent to the dead-letter topic.
     DeadLettered,
+    /// Parked behind its key's record in the retry path (`ordering: key`); processed when
+    /// that record is done.
+    Parked,
 }
 
 /// The per-record updates, in the order a lane makes them. Public so that the hot-path
@@ -587,6 +585,7 @@ impl TopicMetrics {
             RecordOutcome::ReplayDropped => (&self.replay_dropped, &self.stats.replay_dropped),
             RecordOutcome::Retried => (&self.retried, &self.stats.retried),
             RecordOutcome::DeadLettered => (&self.dead_lettered, &self.stats.dead_lettered),
+            RecordOutcome::Parked => (&self.parked, &self.stats.parked),
         };
         counter.inc();
         bump(total);
@@ -619,6 +618,9 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     /// Records dropped as exact replays.
     pub replay_dropped: AtomicU64,
+    /// Records parked behind their key's record in the retry path (each is consumed, and
+    /// counted, again when it is processed).
+    pub parked: AtomicU64,
     /// Output records acknowledged (outputs, retry and dead-letter records).
     pub produced: AtomicU64,
     /// Failed produce attempts.
@@ -647,6 +649,8 @@ pub struct StatsSnapshot {
     pub dead_lettered: u64,
     /// Records dropped as exact replays.
     pub replay_dropped: u64,
+    /// Records parked behind their key's record in the retry path.
+    pub parked: u64,
     /// Output records acknowledged.
     pub produced: u64,
     /// Failed produce attempts.
@@ -671,6 +675,7 @@ impl WorkerStats {
             retried: r(&self.retried),
             dead_lettered: r(&self.dead_lettered),
             replay_dropped: r(&self.replay_dropped),
+            parked: r(&self.parked),
             produced: r(&self.produced),
             produce_errors: r(&self.produce_errors),
             lag: self.lag.load(Ordering::Relaxed),

@@ -1,24 +1,31 @@
 //! One partition's lane: strict offset order within the partition, and the committable offset.
 //!
 //! ```text
-//!  fetcher ──try_send──► [queue of 8192] ──► lane task ───────────────► ack task
-//!   (full: stash; stash                       decode                   await every delivery
-//!    at capacity: pause)                      process (state locked)   count the outcome
-//!                                             route failures           committable = offset+1
-//!                                             enqueue outputs
+//!  fetcher ──try_send──► [queue of 8192] ──► lane task ─────────────────────► ack task
+//!   (full: stash; stash                       wait for the state's restore   await every output
+//!    at capacity: pause)                      decode, process (state locked) then (at least
+//!                                             route failures, key order      once) the state's
+//!                                             enqueue outputs                changelog writes;
+//!                                                                            committable =
+//!                                                                            offset + 1
 //! ```
 //!
 //! At least once, the lane task never waits for the broker: it enqueues a record's outputs and
-//! moves on, and the ack task awaits the deliveries in offset order, so `committable` only ever
-//! covers records whose every output (or retry/dead-letter record) is acknowledged. The
-//! fetcher commits `committable`; nothing else does.
+//! moves on, and the ack task awaits the deliveries in offset order, then writes the record's
+//! state changes to the changelog and awaits those, so `committable` only ever covers records
+//! whose every output (or retry/dead-letter record) and state change is acknowledged ([`ack`]).
+//! A state change is written only after the outputs it stands for: a restore never finds an
+//! effect whose outputs could be missing. The fetcher commits `committable`; nothing else does.
 //!
 //! Exactly once, the lane holds its transaction group's gate (shared) while it processes a
-//! record and enqueues what it produces on the group's producer, including the state changes
-//! of a durable state, then marks the offset committable at once: the commit of the group's
-//! transaction delivers the outputs and commits the offsets together (see
-//! [`crate::transactions`]). The ack task only counts deliveries.
-//! Before its first record the lane waits until its partition's state is restored.
+//! record and enqueues what it produces on the group's producer, state changes included, then
+//! marks the offset committable at once: the commit of the group's transaction delivers the
+//! outputs and commits the offsets together (see [`crate::transactions`]). The ack task only
+//! counts deliveries.
+//!
+//! Before its first record a lane waits until its source partition's state is restored
+//! ([`crate::restore`]). What one record does to the state and to key order is in
+//! [`process`].
 //!
 //! A lane on a retry rung holds each record until its due time before processing it; while it
 //! waits its queue fills and the fetcher pauses the partition.
@@ -27,25 +34,25 @@
 //! records are dropped (they are not committed, so the next owner fetches them again), the ack
 //! task drains what was already sent, and the task ends.
 
-use std::panic::AssertUnwindSafe;
+mod ack;
+mod process;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::FutureExt;
-use prometheus::local::LocalHistogram;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::events;
 use crate::headers;
 use crate::metrics::{RecordOutcome, TopicMetrics};
-use crate::processor::{Outcome, ProcessError, Processor};
-use crate::producer::{Delivery, OutputProducer, ProduceError};
-use crate::record::{OutputRecord, RawRecord, Record, TopicPartition};
+use crate::processor::Processor;
+use crate::producer::{Delivery, OutputProducer};
+use crate::record::{OutputRecord, RawRecord, TopicPartition};
 use crate::routing::{FailureRouter, Route};
-use crate::state::{RestoreSource, StateSlot};
+use crate::state::{PartitionState, StateSlot};
 use crate::transactions::Transactions;
 
 /// Records a lane takes from its queue at once (one concurrency permit per batch).
@@ -116,10 +123,20 @@ pub(crate) struct LaneContext<P: Processor> {
     pub router: FailureRouter,
     pub concurrency: Arc<Semaphore>,
     pub fatal: FatalSignal,
-    /// Exactly-once with durable state: where each source topic's changelog is.
-    pub changelogs: Option<ChangelogTopics>,
-    pub worker: String,
-    pub metrics: crate::metrics::Metrics,
+    /// The changelog topic of each source topic whose state is durable.
+    pub changelogs: HashMap<String, String>,
+    /// The source topics whose records keep key order through retries (`ordering: key`).
+    pub key_ordered: HashSet<String>,
+    /// How much may be parked behind waiting keys, per source partition, before its lane
+    /// stops taking records.
+    pub waiting: WaitingBound,
+}
+
+/// Bounds of the records parked behind waiting keys of one source partition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitingBound {
+    pub records: usize,
+    pub bytes: usize,
 }
 
 /// A producer and, exactly once, its transaction.
@@ -147,14 +164,6 @@ impl<P: Processor> LaneContext<P> {
     pub fn exactly_once(&self) -> bool {
         self.outputs.iter().any(|o| o.txns.is_some())
     }
-}
-
-/// Changelog topics of the sources, and how to reach them.
-#[derive(Debug, Clone)]
-pub(crate) struct ChangelogTopics {
-    pub brokers: String,
-    pub props: Vec<crate::config::KafkaProperty>,
-    pub topics: std::collections::HashMap<String, String>,
 }
 
 /// The fetcher's view of a lane.
@@ -204,10 +213,14 @@ impl LaneHandle {
     }
 }
 
+/// How a record left its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Success,
     ReplayDropped,
     Routed(Route),
+    /// Parked behind its key's record in the retry path.
+    Parked,
 }
 
 /// A processed record whose outputs are in flight.
@@ -215,25 +228,31 @@ struct Pending {
     raw: RawRecord,
     kind: Kind,
     sent: Vec<(OutputRecord, Delivery)>,
+    /// Outcomes of the parked records processed with it (it was their key's head).
+    also: Vec<Kind>,
+    /// At least once: the state's changelog records, written once `sent` is acknowledged.
+    changes: Vec<OutputRecord>,
 }
 
 /// What librdkafka and rust-rdkafka hold for one produced record until it is acknowledged,
 /// beyond librdkafka's copy of its bytes: the message struct (`rd_kafka_msg_t`), its share of
 /// the delivery report, and the delivery future's channel. An estimate from their sizes,
 /// checked against peak RSS: with only the records' own bytes counted, each budgeted MiB cost
-/// about 2.8 MiB of RSS (README, Benchmarks).
+/// about 2.8 MiB of RSS.
 const PRODUCED_OVERHEAD: usize = 320;
 
 impl Pending {
     /// What processing added to the record's footprint: this struct in the ack queue, and
     /// each output twice (ours, and librdkafka's copy) with librdkafka's per-message state.
     fn processing_footprint(&self) -> usize {
+        let produced = |out: &OutputRecord| 2 * out.footprint() + PRODUCED_OVERHEAD;
         std::mem::size_of::<Self>()
             + self
                 .sent
                 .iter()
-                .map(|(out, _)| 2 * out.footprint() + PRODUCED_OVERHEAD)
+                .map(|(out, _)| produced(out))
                 .sum::<usize>()
+            + self.changes.iter().map(produced).sum::<usize>()
     }
 }
 
@@ -252,9 +271,12 @@ pub(crate) fn spawn<P: Processor>(
         held_bytes: AtomicUsize::new(0),
     });
     let output = ctx.output_of(tp.partition).clone();
+    let source = TopicPartition::new(ctx.router.source_of(&tp.topic), tp.partition);
     let lane = Lane {
         is_rung: ctx.router.is_rung(&tp.topic),
-        source: TopicPartition::new(ctx.router.source_of(&tp.topic), tp.partition),
+        changelog: ctx.changelogs.get(&*source.topic).cloned(),
+        key_ordered: ctx.key_ordered.contains(&*source.topic),
+        source,
         producer: output.producer,
         txns: output.txns,
         ctx,
@@ -274,33 +296,42 @@ struct Lane<P: Processor> {
     /// Exactly once: the transaction of this lane's group.
     txns: Option<Arc<Transactions>>,
     shared: Arc<LaneShared>,
-    state: Arc<Mutex<P::State>>,
+    state: Arc<Mutex<PartitionState<P::State>>>,
     slot: Arc<StateSlot<P::State>>,
     metrics: TopicMetrics,
     is_rung: bool,
     /// The source partition (this partition, or the one whose rung it is).
     source: TopicPartition,
+    /// The source's changelog topic, when its state is durable.
+    changelog: Option<String>,
+    /// The source keeps key order through retries.
+    key_ordered: bool,
 }
 
 impl<P: Processor> Lane<P> {
     async fn run(self, mut rx: mpsc::Receiver<RawRecord>) {
-        if !self.restore().await {
+        let stop = self.shared.stop.clone();
+        let restored = tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            ready = self.slot.ready() => ready,
+        };
+        if !restored {
             return;
         }
         let (ack_tx, ack_rx) = mpsc::channel(MAX_UNACKED);
-        let acker = tokio::spawn(ack_loop(
+        let acker = tokio::spawn(ack::ack_loop(
             ack_rx,
             self.ctx.clone(),
             self.producer.clone(),
             self.shared.clone(),
             self.metrics.clone(),
         ));
-        let stop = self.shared.stop.clone();
         let mut batch = Vec::with_capacity(BATCH);
         // Processing times are observed here and published once per batch (and when the lane
         // waits or ends: dropping it publishes too): the topic's histogram is shared by all
         // its lanes, and an observation per record made them contend for its atomics across
-        // cores (README, Benchmarks, profile items 17 and 18).
+        // cores.
         let mut processing = self.metrics.local_processing();
         'lane: loop {
             processing.flush();
@@ -329,18 +360,40 @@ impl<P: Processor> Lane<P> {
                         break 'lane;
                     }
                 }
-                if permit.is_none() {
-                    permit = Some(
-                        self.ctx
-                            .concurrency
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore never closed"),
-                    );
-                }
-                if state.is_none() {
-                    state = Some(self.state.clone().lock_owned().await);
+                loop {
+                    if permit.is_none() {
+                        permit = Some(
+                            self.ctx
+                                .concurrency
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .expect("semaphore never closed"),
+                        );
+                    }
+                    if state.is_none() {
+                        state = Some(self.state.clone().lock_owned().await);
+                    }
+                    // Past the bound of parked records the source lane takes no more (its
+                    // queue fills and the fetcher pauses it) until the rungs' lanes, which
+                    // keep going, have processed some.
+                    let full = self.key_ordered
+                        && !self.is_rung
+                        && state
+                            .as_ref()
+                            .expect("locked above")
+                            .order
+                            .is_full(self.ctx.waiting.records, self.ctx.waiting.bytes);
+                    if !full {
+                        break;
+                    }
+                    permit = None;
+                    state = None;
+                    processing.flush();
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'lane,
+                        _ = tokio::time::sleep(WAITING_FULL_BACKOFF) => {}
+                    }
                 }
                 if let Some(due) = self
                     .is_rung
@@ -389,64 +442,6 @@ impl<P: Processor> Lane<P> {
         let _ = acker.await;
     }
 
-    /// Exactly once with a durable state: restores the partition's state from its changelog
-    /// once (the first lane of the source partition does it; the others wait). False when
-    /// the restore failed (the worker is stopping) or the lane was stopped meanwhile.
-    async fn restore(&self) -> bool {
-        let Some(changelogs) = self.ctx.changelogs.as_ref() else {
-            return true;
-        };
-        let Some(topic) = changelogs.topics.get(&*self.source.topic).cloned() else {
-            return true;
-        };
-        let source = RestoreSource {
-            brokers: changelogs.brokers.clone(),
-            props: changelogs.props.clone(),
-            topic,
-            partition: self.source.partition,
-        };
-        let restore = async {
-            let (processor, state) = (self.ctx.processor.clone(), self.state.clone());
-            let (worker, metrics) = (self.ctx.worker.clone(), self.ctx.metrics.clone());
-            let restoring = metrics.restoring(&worker);
-            restoring.inc();
-            let started = std::time::Instant::now();
-            let counter = metrics.restored(&worker, &source.topic);
-            let from = source.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let changelog = processor
-                    .changelog()
-                    .ok_or("the processor has no changelog")?;
-                let mut state = state.blocking_lock();
-                crate::state::read_changelog(&from, |key, value| {
-                    counter.inc();
-                    changelog.restore(&mut state, key, value)
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
-            restoring.dec();
-            match result {
-                Ok(entries) => {
-                    tracing::info!(worker = %worker, partition = %self.source, changelog = %source.topic,
-                        entries, millis = started.elapsed().as_millis() as u64, "state restored");
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        };
-        tokio::select! {
-            _ = self.shared.stop.cancelled() => false,
-            r = self.slot.restored.get_or_try_init(|| restore) => match r {
-                Ok(()) => true,
-                Err(e) => {
-                    self.ctx.fatal.raise(format!("cannot restore the state of {}: {e}", self.source));
-                    false
-                }
-            },
-        }
-    }
-
     /// Whether a retry record may be processed now.
     fn due(&self, raw: &RawRecord) -> bool {
         headers::due_at(&raw.headers).is_none_or(|due| due <= now_ms())
@@ -468,220 +463,20 @@ impl<P: Processor> Lane<P> {
             }
         }
     }
-
-    /// Exactly once: the open transaction failed under this lane. The lane ends (its
-    /// partition is rewound and restarted by the abort); the record is processed again.
-    fn transaction_failed(&self, reason: &str) {
-        tracing::warn!(partition = %self.source, %reason, "the transaction failed; waiting for the abort");
-        if let Some(txns) = &self.txns {
-            txns.request_abort();
-        }
-    }
-
-    /// The state changes of the last record as changelog records (exactly once with a durable
-    /// state); drained and dropped otherwise, state being in memory only.
-    fn state_changes(&self, state: &mut P::State) -> Vec<OutputRecord> {
-        let Some(changelog) = self.ctx.processor.changelog() else {
-            return Vec::new();
-        };
-        let changes = changelog.drain(state);
-        let topic = self
-            .ctx
-            .changelogs
-            .as_ref()
-            .and_then(|c| c.topics.get(&*self.source.topic));
-        let Some(topic) = topic else {
-            return Vec::new();
-        };
-        changes
-            .into_iter()
-            .map(|(key, value)| OutputRecord {
-                topic: topic.clone(),
-                key: Some(key),
-                value,
-                headers: Vec::new(),
-                partition: Some(self.source.partition),
-            })
-            .collect()
-    }
-
-    /// Decodes, processes and routes one record, and enqueues what it produces; the decode and
-    /// process time goes into `processing`. `None` when the worker must stop (fatal produce
-    /// error) or the lane was stopped mid-send.
-    async fn handle(
-        &self,
-        state: &mut P::State,
-        raw: RawRecord,
-        processing: &mut LocalHistogram,
-    ) -> Option<Pending> {
-        self.metrics.record_consumed();
-        let started = std::time::Instant::now();
-        let result = match self.ctx.processor.decode(&raw) {
-            Err(e) => Err(e),
-            Ok(value) => {
-                let record = Record { value, raw: &raw };
-                AssertUnwindSafe(self.ctx.processor.process(state, &record))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Err(ProcessError::Permanent(format!(
-                            "processor panicked: {}",
-                            panic_message(panic.as_ref())
-                        )))
-                    })
-            }
-        };
-        processing.observe(started.elapsed().as_secs_f64());
-        let changes = self.state_changes(state);
-        let (kind, outputs) = match result {
-            Ok(Outcome::Emit(mut outputs)) => {
-                outputs.extend(changes);
-                (Kind::Success, outputs)
-            }
-            Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),
-            Err(error) => {
-                let routed = self.ctx.router.route(&raw, &error, now_ms());
-                events::RecordFailed {
-                    raw: &raw,
-                    error: &error,
-                    routed: &routed,
-                }
-                .emit();
-                (Kind::Routed(routed.route), vec![routed.record])
-            }
-        };
-        let mut sent = Vec::with_capacity(outputs.len());
-        for out in outputs {
-            match self.producer.send(&out).await {
-                Ok(delivery) => sent.push((out, delivery)),
-                Err(ProduceError::Rejected(e)) => {
-                    // An output Kafka will never take: dead-letter the input instead. Outputs
-                    // already enqueued for it are still delivered (at-least-once).
-                    let error =
-                        ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
-                    let routed = self.ctx.router.route(&raw, &error, now_ms());
-                    events::RecordFailed {
-                        raw: &raw,
-                        error: &error,
-                        routed: &routed,
-                    }
-                    .emit();
-                    return match self.producer.send(&routed.record).await {
-                        Ok(d) => {
-                            sent.push((routed.record, d));
-                            Some(Pending {
-                                raw,
-                                kind: Kind::Routed(routed.route),
-                                sent,
-                            })
-                        }
-                        Err(ProduceError::TransactionFailed(reason)) => {
-                            self.transaction_failed(&reason);
-                            None
-                        }
-                        Err(e) => {
-                            self.ctx.fatal.raise(format!(
-                                "cannot dead-letter {}: {e}",
-                                raw.topic_partition()
-                            ));
-                            None
-                        }
-                    };
-                }
-                Err(ProduceError::Stopped) => return None,
-                Err(ProduceError::Fatal(reason)) => {
-                    self.ctx.fatal.raise(reason);
-                    return None;
-                }
-                Err(ProduceError::TransactionFailed(reason)) => {
-                    self.transaction_failed(&reason);
-                    return None;
-                }
-            }
-        }
-        Some(Pending { raw, kind, sent })
-    }
 }
 
-/// Awaits deliveries in offset order and advances the committable offset; each record comes
-/// with the bytes `held_bytes` counts for it, released once it is done.
-async fn ack_loop<P: Processor>(
-    mut rx: mpsc::Receiver<(usize, Pending)>,
-    ctx: Arc<LaneContext<P>>,
-    producer: Arc<OutputProducer>,
-    shared: Arc<LaneShared>,
-    metrics: TopicMetrics,
-) {
-    let exactly_once = ctx.exactly_once();
-    while let Some((held, pending)) = rx.recv().await {
-        let mut kind = pending.kind;
-        if exactly_once {
-            // Exactly once: the transaction's commit delivers these or aborts; a failed
-            // delivery makes the commit fail and everything since the last commit is redone.
-            for (out, delivery) in pending.sent {
-                producer.delivered(&out, delivery).await;
-            }
-            count_outcome(&metrics, &kind);
-            shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
-            continue;
-        }
-        for (out, delivery) in pending.sent {
-            match producer.acknowledged(&out, delivery, &shared.stop).await {
-                Ok(()) => {}
-                Err(ProduceError::Stopped) => return,
-                Err(ProduceError::Fatal(reason) | ProduceError::TransactionFailed(reason)) => {
-                    ctx.fatal.raise(reason);
-                    return;
-                }
-                Err(ProduceError::Rejected(e)) => {
-                    let error =
-                        ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
-                    let routed = ctx.router.route(&pending.raw, &error, now_ms());
-                    events::RecordFailed {
-                        raw: &pending.raw,
-                        error: &error,
-                        routed: &routed,
-                    }
-                    .emit();
-                    if let Err(e) = producer.produce(&routed.record, &shared.stop).await {
-                        if !matches!(e, ProduceError::Stopped) {
-                            ctx.fatal.raise(format!(
-                                "cannot dead-letter {}: {e}",
-                                pending.raw.topic_partition()
-                            ));
-                        }
-                        return;
-                    }
-                    kind = Kind::Routed(routed.route);
-                    break;
-                }
-            }
-        }
-        count_outcome(&metrics, &kind);
-        shared
-            .committable
-            .store(pending.raw.offset + 1, Ordering::Release);
-        shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
-    }
-}
+/// How long a source lane waits before it looks again whether its parked records are below
+/// their bound.
+const WAITING_FULL_BACKOFF: Duration = Duration::from_millis(20);
 
-fn count_outcome(metrics: &TopicMetrics, kind: &Kind) {
+fn count_outcome(metrics: &TopicMetrics, kind: Kind) {
     metrics.record_outcome(match kind {
         Kind::Success => RecordOutcome::Success,
         Kind::ReplayDropped => RecordOutcome::ReplayDropped,
         Kind::Routed(Route::Retry) => RecordOutcome::Retried,
         Kind::Routed(Route::DeadLetter) => RecordOutcome::DeadLettered,
+        Kind::Parked => RecordOutcome::Parked,
     });
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! `#[ignore]`d; run them with `--include-ignored` and the variable set: a missing variable
 //! fails them loudly, it never skips them.
 
+pub mod cluster;
 pub mod echo;
 
 use std::collections::BTreeMap;
@@ -166,6 +167,46 @@ pub fn tool(name: &str, debian_package: &str) -> std::path::PathBuf {
     })
 }
 
+/// A child process (a worker binary), killed when dropped, so a failed assertion leaves
+/// nothing running behind.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for it to exit; returns its exit code (`None`:
+    /// killed by a signal, or still running at the deadline and then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        signal(&self.0, "-TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Sends `sig` (as `kill` spells it: `-TERM`, `-STOP`, ...) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
     let status = std::process::Command::new("kill")
@@ -173,6 +214,53 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill {sig} {}: {status}", child.id());
+}
+
+/// Of `positions` (partition → offset), the partitions of `topic` that still hold a record a
+/// `read_committed` reader sees at or after that offset. A group that committed everything of
+/// a transactionally written topic sits one or two offsets below the end, the commit markers;
+/// comparing with the end offset would call it behind forever.
+pub fn unread_committed(
+    bootstrap: &str,
+    topic: &str,
+    positions: &BTreeMap<i32, i64>,
+) -> Vec<(i32, i64)> {
+    if positions.is_empty() {
+        return Vec::new();
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("unread"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in positions {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut open: BTreeMap<i32, i64> = positions.clone();
+    let mut unread = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some(o) = open.remove(&m.partition()) {
+                    unread.push((m.partition(), o));
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    // Partitions neither read nor at their end in time count as unread: a caller waits.
+    unread.extend(open);
+    unread
 }
 
 /// A unique name: `<prefix>-<random>`.
@@ -298,21 +386,29 @@ pub fn group_offsets(
     topic: &str,
     partitions: i32,
 ) -> BTreeMap<i32, Option<i64>> {
+    try_group_offsets(bootstrap, group, topic, partitions).expect("committed offsets")
+}
+
+/// [`group_offsets`], or the error (a coordinator moving during a failure drill).
+pub fn try_group_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, Option<i64>>, rdkafka::error::KafkaError> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
-        .create()
-        .expect("offset reader");
+        .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    c.committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets")
+    Ok(c.committed_offsets(tpl, Duration::from_secs(10))?
         .elements()
         .iter()
         .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
-        .collect()
+        .collect())
 }
 
 /// Waits until `group`'s committed offsets on `topic` add up to `records` (on a topic written
@@ -380,6 +476,9 @@ impl TestWorker {
         config: streamfleet_runtime::config::WorkerConfig,
         processor: P,
     ) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            logs();
+        }
         let health = streamfleet_runtime::health::Health::default();
         let metrics = streamfleet_runtime::metrics::Metrics::default();
         let worker = streamfleet_runtime::Worker::new(config, processor, metrics.clone(), &health);
@@ -446,6 +545,22 @@ pub fn no_retries() -> streamfleet_runtime::retry::RetryPolicy {
         attempts: 1,
         ..Default::default()
     }
+}
+
+/// The sum of the values of the metric lines of `metrics` that start with `line_start`
+/// (a family name, or a name with the first labels).
+pub fn metric(metrics: &streamfleet_runtime::metrics::Metrics, line_start: &str) -> f64 {
+    use prometheus::Encoder as _;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&metrics.registry().gather(), &mut buf)
+        .expect("metrics encode");
+    String::from_utf8(buf)
+        .expect("metrics are UTF-8")
+        .lines()
+        .filter(|l| l.starts_with(line_start))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Sends logs to stderr (see them with `--nocapture`; filter with RUST_LOG).

@@ -12,8 +12,8 @@ use streamfleet_tests::*;
 const BIN: &str = env!("CARGO_BIN_EXE_streamfleet");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi delivers records of aborted transactions to read_committed consumers"]
-async fn a_replay_killed_mid_transaction_republishes_nothing_twice_apache_only() {
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS (not nisshi: it delivers records of aborted transactions to read_committed consumers)"]
+async fn a_replay_killed_mid_transaction_republishes_nothing_twice_not_on_nisshi() {
     let broker = Broker::real();
     let bootstrap = broker.bootstrap();
     let (source, dlt) = (unique("crash"), unique("crash-dlt"));

@@ -235,8 +235,8 @@ async fn replication_beyond_the_broker_count_needs_cap_replication_real_broker()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi does not support AlterConfigs"]
-async fn config_drift_is_reported_and_reverted_apache_only() {
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS (not nisshi: it does not support AlterConfigs)"]
+async fn config_drift_is_reported_and_reverted_not_on_nisshi() {
     let s = Setup::new(2);
     assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
     let out = format!("{}-out", s.prefix);
@@ -270,8 +270,8 @@ async fn config_drift_is_reported_and_reverted_apache_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Apache Kafka (KAFKA_BOOTSTRAP_SERVERS): nisshi does not support CreatePartitions"]
-async fn more_partitions_in_the_file_are_added_apache_only() {
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS (not nisshi: it does not support CreatePartitions)"]
+async fn more_partitions_in_the_file_are_added_not_on_nisshi() {
     let s = Setup::new(3);
     assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
     s.write(6);

@@ -263,6 +263,24 @@ pub fn unread_committed(
     unread
 }
 
+/// Each hotel's stock after the last of `outcomes` (Avro `InventoryOutcome` records, read in
+/// any order): what the inventory worker says the committed commands left.
+pub fn last_stock_by_hotel(mut outcomes: Vec<RawRecord>) -> BTreeMap<String, i64> {
+    let codec = streamfleet_schemas::Encoding::default()
+        .codec::<streamfleet_schemas::InventoryOutcome>("inventory-outcomes")
+        .expect("codec");
+    outcomes.sort_by_key(|r| (r.partition, r.offset));
+    outcomes
+        .iter()
+        .map(|r| {
+            codec
+                .decode(r.value.as_deref().expect("a value"))
+                .expect("an outcome")
+        })
+        .map(|o| (o.hotel_id, o.available))
+        .collect()
+}
+
 /// A unique name: `<prefix>-<random>`.
 pub fn unique(prefix: &str) -> String {
     let n: u64 = rand::rng().random();

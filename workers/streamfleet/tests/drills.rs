@@ -320,6 +320,19 @@ fn committed_sum(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
 }
 
 /// Waits until the worker has committed `fraction` of the input, then returns the time.
+/// SIGKILLs `node` (the drill's `role` for it), and restarts it 5 s later.
+async fn kill_and_restart(d: &Drill, node: u16, role: &str) {
+    let killed = Instant::now();
+    d.cluster.kill(node);
+    eprintln!(
+        "killed node {node} ({role}) at {:?} committed",
+        d.committed()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    d.cluster.restart(node);
+    eprintln!("node {node} back after {:?}", killed.elapsed());
+}
+
 async fn mid_run(d: &Drill, worker: &mut Process, percent: i64) -> Instant {
     d.wait_committed(RECORDS as i64 * percent / 100, worker)
         .await;
@@ -338,16 +351,8 @@ async fn leader_of_input_partitions_killed_and_restarted_three_nodes() {
         .cluster
         .leader_of(&d.input, 0)
         .expect("partition 0 has a leader");
-    let killed = Instant::now();
-    d.cluster.kill(leader);
-    eprintln!(
-        "killed node {leader} (leader of {}[0]) at {:?} committed",
-        d.input,
-        d.committed()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    d.cluster.restart(leader);
-    eprintln!("node {leader} back after {:?}", killed.elapsed());
+    let role = format!("leader of {}[0]", d.input);
+    kill_and_restart(&d, leader, &role).await;
     d.finish(w, seeding).await;
     let v = d.verify().await;
     d.broker_summary();
@@ -369,15 +374,7 @@ async fn transaction_coordinator_killed_mid_transaction_three_nodes() {
         .cluster
         .coordinator_of("__transaction_state", &id)
         .expect("the transaction coordinator is known");
-    let killed = Instant::now();
-    d.cluster.kill(coordinator);
-    eprintln!(
-        "killed node {coordinator} (transaction coordinator of {id}) at {:?} committed",
-        d.committed()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    d.cluster.restart(coordinator);
-    eprintln!("node {coordinator} back after {:?}", killed.elapsed());
+    kill_and_restart(&d, coordinator, &format!("transaction coordinator of {id}")).await;
     d.finish(w, seeding).await;
     let v = d.verify().await;
     d.broker_summary();
@@ -431,15 +428,7 @@ async fn at_least_once_group_coordinator_killed_three_nodes() {
         .cluster
         .coordinator_of("__consumer_offsets", &d.group)
         .expect("the group coordinator is known");
-    let killed = Instant::now();
-    d.cluster.kill(coordinator);
-    eprintln!(
-        "killed node {coordinator} (group coordinator) at {:?} committed",
-        d.committed()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    d.cluster.restart(coordinator);
-    eprintln!("node {coordinator} back after {:?}", killed.elapsed());
+    kill_and_restart(&d, coordinator, "group coordinator").await;
     d.finish(w, seeding).await;
     let v = d.verify().await;
     d.broker_summary();

@@ -23,7 +23,7 @@ use streamfleet::fleet::WorkerKind;
 use streamfleet::loadgen::{self, Generator, Limit, LoadConfig, Topics};
 use streamfleet_inventory::{HotelStock, InventoryProcessor};
 use streamfleet_runtime::CancellationToken;
-use streamfleet_schemas::{Encoding, InventoryEvent, InventoryOutcome, PaymentCompleted};
+use streamfleet_schemas::{Encoding, InventoryEvent, PaymentCompleted};
 use streamfleet_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamfleet");
@@ -421,19 +421,13 @@ async fn check(fleet: &Fleet, guarantee: &str, disruption: Disruption, tally: &l
             streamfleet_inventory::apply(stock, &c, result, available);
         }
     }
-    let outcome_codec = Encoding::default().codec::<InventoryOutcome>("x").unwrap();
-    let mut outcomes = read_topic(
+    let outcomes = read_topic(
         b,
         &fleet.topic("inventory-outcomes"),
         Isolation::ReadCommitted,
     )
     .await;
-    outcomes.sort_by_key(|r| (r.partition, r.offset));
-    let mut last: BTreeMap<String, i64> = BTreeMap::new();
-    for r in outcomes {
-        let o = outcome_codec.decode(r.value.as_deref().unwrap()).unwrap();
-        last.insert(o.hotel_id, o.available);
-    }
+    let last = last_stock_by_hotel(outcomes);
     for (hotel, stock) in &model {
         assert_eq!(
             last.get(hotel),

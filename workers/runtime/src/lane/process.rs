@@ -25,7 +25,7 @@ use crate::ordering::Verdict;
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::producer::{Delivery, ProduceError};
 use crate::record::{OutputRecord, RawRecord, Record};
-use crate::routing::Route;
+use crate::routing::{Route, Routed};
 use crate::state::PartitionState;
 
 /// Outputs enqueued so far for one record (and the parked records processed with it).
@@ -204,13 +204,7 @@ impl<P: Processor> Lane<P> {
             Ok(Outcome::Emit(outputs)) => (Kind::Success, outputs),
             Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),
             Err(error) => {
-                let routed = self.ctx.router.route(raw, &error, now_ms());
-                events::RecordFailed {
-                    raw,
-                    error: &error,
-                    routed: &routed,
-                }
-                .emit();
+                let routed = self.route(raw, &error);
                 (Kind::Routed(routed.route), vec![routed.record])
             }
         };
@@ -222,13 +216,7 @@ impl<P: Processor> Lane<P> {
                     // already enqueued for it are still delivered (at-least-once).
                     let error =
                         ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
-                    let routed = self.ctx.router.route(raw, &error, now_ms());
-                    events::RecordFailed {
-                        raw,
-                        error: &error,
-                        routed: &routed,
-                    }
-                    .emit();
+                    let routed = self.route(raw, &error);
                     let delivery = self.send(raw, &routed.record).await?;
                     sent.push((routed.record, delivery));
                     return Some(Kind::Routed(routed.route));
@@ -243,6 +231,18 @@ impl<P: Processor> Lane<P> {
     }
 
     /// Enqueues a record the input cannot do without (a dead letter, a changelog entry).
+    /// Routes a failed record to its retry rung or the dead-letter topic, and says so.
+    fn route(&self, raw: &RawRecord, error: &ProcessError) -> Routed {
+        let routed = self.ctx.router.route(raw, error, now_ms());
+        events::RecordFailed {
+            raw,
+            error,
+            routed: &routed,
+        }
+        .emit();
+        routed
+    }
+
     async fn send(&self, raw: &RawRecord, out: &OutputRecord) -> Option<Delivery> {
         match self.producer.send(out).await {
             Ok(delivery) => Some(delivery),

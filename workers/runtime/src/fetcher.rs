@@ -78,7 +78,7 @@ use crate::wakeup::LeaderWakeup;
 /// the stop token, the commit clock and the stashes between polls, so a worker told to stop
 /// (SIGTERM, the end of a bounded input) first waits out the poll it is in. At 100 ms that
 /// was 50 ms on average, which the exactly-once benchmark, whose runs end at the final
-/// commit, counted as idle time (README, Benchmarks, profile item 26). The stop cannot cut a
+/// commit, counted as idle time. The stop cannot cut a
 /// poll short instead: rust-rdkafka's `BaseConsumer::poll` polls again until its timeout is up
 /// when librdkafka's queue wakes it with no event. The price is an idle worker's wake-ups:
 /// 0.3–0.5 % of a core more than at 100 ms.

@@ -67,7 +67,7 @@ pub mod vars {
 /// never earlier when data arrives (a real broker answers as soon as data arrives), so with
 /// the default 500 ms a caught-up consumer sees each new record up to 500 ms late. Measured
 /// at 50,000 records/s: p50 284 ms with the default, 21 ms with 10 ms. At 250,000 records/s
-/// (README, profile item 20) 10 ms still added its own polling period: p50 25 ms and p99
+/// 10 ms still added its own polling period: p50 25 ms and p99
 /// 43-46 ms with 10 ms, p50 19 ms and p99 29-43 ms with 1 ms, for about 6 % more worker CPU
 /// per record in the live run (the empty fetches a real broker would not answer).
 pub const MOCK_FETCH_WAIT_MAX_MS: u64 = 1;

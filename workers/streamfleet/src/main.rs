@@ -30,7 +30,7 @@ fn default_sigpipe() {
 /// `MIMALLOC_ALLOW_THP` is set (then mimalloc's own setting applies). mimalloc asks the
 /// kernel to back its memory with 2 MiB pages, and a worker touches that memory sparsely:
 /// the kernel zeroed a whole 2 MiB page for the first touch of each, which was 5 % of the
-/// worker's CPU samples, and peak RSS was a fifth higher (README, Benchmarks, profile item 19).
+/// worker's CPU samples, and peak RSS was a fifth higher.
 #[allow(unsafe_code)]
 fn no_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {

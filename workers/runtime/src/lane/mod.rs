@@ -62,7 +62,7 @@ pub const BATCH: usize = 64;
 /// (exactly once) commit transaction groups one after the other, not refilling meanwhile: the
 /// queue must hold more work than that. With 64 (one batch) lanes starved between refills and
 /// a backlog drained at half the speed; with 1024 an exactly-once worker kept 1.70 cores busy
-/// against 1.77 with 8192, which drained it 9 % faster (README, Benchmarks, profile item 22).
+/// against 1.77 with 8192, which drained it 9 % faster.
 /// The records it holds count against `--max-buffered-mib` like the stash's, and tokio's
 /// channel allocates its slots as they fill, so an idle lane costs nothing.
 pub(crate) const QUEUE: usize = 8192;

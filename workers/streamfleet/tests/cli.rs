@@ -316,6 +316,7 @@ fn cluster_with_inventory_topics() -> EmbeddedCluster {
     for t in [
         "inventory-events",
         "inventory-events-retry-1000",
+        "inventory-events-changelog",
         "inventory-events-retry-2000",
         "inventory-events-dlt",
         "inventory-outcomes",

@@ -580,13 +580,14 @@ fn stages(dockerfile: &str) -> Vec<(String, Vec<String>)> {
 #[test]
 fn the_dockerfile_builds_what_the_readme_and_the_manifests_run() {
     let dockerfile = read("Dockerfile");
-    let readme = read("README.md");
+    // The image's user documentation.
+    let readme = read("docs/operations.md");
     let command = build_command(&dockerfile, "Dockerfile");
     assert_eq!(command, format!("docker build -t {IMAGE} ."));
     assert_eq!(
-        build_command(&readme, "README.md"),
+        build_command(&readme, "docs/operations.md"),
         command,
-        "README and Dockerfile differ"
+        "docs/operations.md and Dockerfile differ"
     );
 
     let stages = stages(&dockerfile);

@@ -261,6 +261,15 @@ impl Drill {
         );
     }
 
+    /// Ends an exactly-once drill: the worker finishes and stops cleanly, the brokers' log is
+    /// summarised, and `verify` must find the output exactly the input.
+    async fn finish_exactly_once(&self, worker: Process, seeding: tokio::task::JoinHandle<()>) {
+        self.finish(worker, seeding).await;
+        let v = self.verify().await;
+        self.broker_summary();
+        self.assert_exactly_once(&v);
+    }
+
     /// What the brokers said about the failure: lines worth reading in the note.
     fn broker_summary(&self) {
         let lines = self.cluster.log_lines(&[" ERROR ", " WARN "]);
@@ -353,10 +362,7 @@ async fn leader_of_input_partitions_killed_and_restarted_three_nodes() {
         .expect("partition 0 has a leader");
     let role = format!("leader of {}[0]", d.input);
     kill_and_restart(&d, leader, &role).await;
-    d.finish(w, seeding).await;
-    let v = d.verify().await;
-    d.broker_summary();
-    d.assert_exactly_once(&v);
+    d.finish_exactly_once(w, seeding).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,10 +381,7 @@ async fn transaction_coordinator_killed_mid_transaction_three_nodes() {
         .coordinator_of("__transaction_state", &id)
         .expect("the transaction coordinator is known");
     kill_and_restart(&d, coordinator, &format!("transaction coordinator of {id}")).await;
-    d.finish(w, seeding).await;
-    let v = d.verify().await;
-    d.broker_summary();
-    d.assert_exactly_once(&v);
+    d.finish_exactly_once(w, seeding).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,10 +413,7 @@ async fn rolling_restart_of_every_node_three_nodes() {
             d.committed()
         );
     }
-    d.finish(w, seeding).await;
-    let v = d.verify().await;
-    d.broker_summary();
-    d.assert_exactly_once(&v);
+    d.finish_exactly_once(w, seeding).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

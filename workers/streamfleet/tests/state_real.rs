@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use streamfleet::fleet::WorkerKind;
 use streamfleet::loadgen::{self, Generator, Limit, LoadConfig, Topics};
+use streamfleet::reader;
 use streamfleet_inventory::{HotelStock, InventoryProcessor};
 use streamfleet_runtime::CancellationToken;
 use streamfleet_schemas::{Encoding, InventoryEvent, PaymentCompleted};
@@ -180,6 +181,9 @@ impl Fleet {
         let (b, prefix) = (self.bootstrap.clone(), self.prefix.clone());
         tokio::task::spawn_blocking(move || {
             let mut behind = Vec::new();
+            let reader =
+                reader::consumer(&b, &[], &unique("ends"), reader::Isolation::ReadCommitted)
+                    .expect("consumer");
             for kind in WorkerKind::ALL {
                 let group = format!("{prefix}-{}", kind.name());
                 let source = format!("{prefix}-{}-events", kind.name());
@@ -188,7 +192,15 @@ impl Fleet {
                     format!("{source}-retry-{ms}")
                 });
                 for topic in std::iter::once(source.clone()).chain(rungs) {
-                    let ends = end_offsets(&b, &topic);
+                    // Under read_committed the high watermark is the last stable offset.
+                    let ends: BTreeMap<i32, i64> = match reader::watermarks(&reader, &topic) {
+                        Ok(w) => w.into_iter().map(|(p, (_, high))| (p, high)).collect(),
+                        Err(e) => {
+                            // Not known yet is not done.
+                            behind.push(format!("{topic}: {e}"));
+                            continue;
+                        }
+                    };
                     let committed = try_group_offsets(&b, &group, &topic, ends.len() as i32)
                         .unwrap_or_default();
                     let below_end: BTreeMap<i32, i64> = ends
@@ -220,29 +232,6 @@ impl Fleet {
             }
         }
     }
-}
-
-/// Each partition's last stable offset (the end a read_committed reader reaches).
-fn end_offsets(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
-    use rdkafka::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("ends"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
-        return BTreeMap::new();
-    };
-    let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    (0..n)
-        .filter_map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .ok()
-                .map(|(_, high)| (p, high))
-        })
-        .collect()
 }
 
 async fn scenario(guarantee: &'static str, disruption: Disruption) {

@@ -583,5 +583,8 @@ pub fn metric(metrics: &streamfleet_runtime::metrics::Metrics, line_start: &str)
 
 /// Sends logs to stderr (see them with `--nocapture`; filter with RUST_LOG).
 pub fn logs() {
-    streamfleet_runtime::telemetry::init(streamfleet_runtime::config::LogFormat::Human);
+    streamfleet_runtime::telemetry::init(
+        streamfleet_runtime::config::LogFormat::Human,
+        streamfleet_runtime::telemetry::DEFAULT_FILTER,
+    );
 }

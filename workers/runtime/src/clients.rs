@@ -21,11 +21,16 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("batch.size", "16384"),
     ("compression.type", "snappy"),
     ("partitioner", "murmur2_random"),
-    ("statistics.interval.ms", "5000"),
 ];
 
+/// Added to the defaults of a worker's own clients, whose contexts turn librdkafka's
+/// statistics into metrics (lag, produce errors). Other clients (the tools', the demo's load)
+/// leave statistics off: with nothing to consume them, rust-rdkafka logs each as a 36 KB
+/// line.
+pub const WORKER_CLIENT_DEFAULTS: &[(&str, &str)] = &[("statistics.interval.ms", "5000")];
+
 /// Consumer defaults: start from the earliest offset of a new group, no partition-EOF events,
-/// statistics every 5 s (they feed the lag gauges), and a prefetch sized for a worker that
+/// and a prefetch sized for a worker that
 /// drains it quickly:
 ///
 /// - `fetch.queue.backoff.ms` 10 (librdkafka: 1000): once a partition's prefetch queue is over
@@ -39,7 +44,6 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
     ("enable.partition.eof", "false"),
-    ("statistics.interval.ms", "5000"),
     ("fetch.queue.backoff.ms", "10"),
     ("queued.min.messages", "10000"),
     ("queued.max.messages.kbytes", "16384"),
@@ -134,9 +138,10 @@ pub fn consumer(config: &WorkerConfig) -> ClientConfig {
     if let Some(instance) = &config.instance_id {
         fixed.push(("group.instance.id", instance.clone()));
     }
+    let defaults = [CONSUMER_DEFAULTS, WORKER_CLIENT_DEFAULTS].concat();
     let c = build(
         &config.brokers,
-        CONSUMER_DEFAULTS,
+        &defaults,
         &config.kafka,
         ClientScope::Consumer,
         &fixed,
@@ -153,6 +158,7 @@ pub fn producer(config: &WorkerConfig, index: usize) -> ClientConfig {
         client_id.push_str(&format!("-{index}"));
     }
     let mut fixed = vec![("client.id", client_id)];
+    let defaults = [PRODUCER_DEFAULTS, WORKER_CLIENT_DEFAULTS].concat();
     if config.guarantee == crate::config::ProcessingGuarantee::ExactlyOnce
         && let Some(id) = config.transactional_id(index)
     {
@@ -160,7 +166,7 @@ pub fn producer(config: &WorkerConfig, index: usize) -> ClientConfig {
     }
     let c = build(
         &config.brokers,
-        PRODUCER_DEFAULTS,
+        &defaults,
         &config.kafka,
         ClientScope::Producer,
         &fixed,

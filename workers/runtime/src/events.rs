@@ -7,6 +7,11 @@ use crate::processor::ProcessError;
 use crate::record::{RawRecord, TopicPartition};
 use crate::routing::{Route, Routed};
 
+/// The `tracing` target of the events about single records (one line per record: a worker
+/// under a burst of bad input writes thousands). Filter them with
+/// `RUST_LOG=info,streamfleet::record=off`; their counts are in the metrics either way.
+pub const RECORD_EVENTS: &str = "streamfleet::record";
+
 /// A record failed and was routed to a retry rung or the dead-letter topic. Counted when the
 /// routed record is acknowledged (see the lane's ack task), so only logged here.
 pub(crate) struct RecordFailed<'a> {
@@ -23,10 +28,12 @@ impl RecordFailed<'_> {
         let attempt = self.routed.attempt;
         match self.routed.route {
             Route::Retry => tracing::info!(
+                target: RECORD_EVENTS,
                 topic, partition, offset, class, attempt, destination,
                 error = %self.error, "record failed, scheduled for retry"
             ),
             Route::DeadLetter => tracing::warn!(
+                target: RECORD_EVENTS,
                 topic, partition, offset, class, attempt, destination,
                 error = %self.error, "record dead-lettered"
             ),

@@ -52,6 +52,7 @@ mod transactions;
 mod wakeup;
 pub mod worker;
 
+pub use events::RECORD_EVENTS;
 pub use lane::{BATCH as LANE_BATCH, now_ms};
 pub use processor::{ErrorClass, Outcome, ProcessError, Processor};
 pub use record::{Headers, OutputRecord, RawRecord, Record, TopicPartition};

@@ -119,6 +119,16 @@ impl ErrorClass {
         ErrorClass::RetriesExhausted,
     ];
 
+    /// The class's position in [`ErrorClass::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            ErrorClass::Transient => 0,
+            ErrorClass::Permanent => 1,
+            ErrorClass::Malformed => 2,
+            ErrorClass::RetriesExhausted => 3,
+        }
+    }
+
     /// The header and label spelling.
     pub fn as_str(self) -> &'static str {
         match self {

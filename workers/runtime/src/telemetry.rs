@@ -1,13 +1,19 @@
 //! Logging set-up: `tracing` to stderr, human-readable or JSON, filtered by `RUST_LOG`
-//! (default `info`). librdkafka's own log lines arrive through the `log` bridge.
+//! (default: the command's, `info` for a worker). librdkafka's own log lines arrive through
+//! the `log` bridge.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// What a worker logs unless `RUST_LOG` says otherwise.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// Installs the global subscriber, filtering by `RUST_LOG`, or `default_filter` when it is
+/// not set. Calling it twice is harmless (the second call is ignored).
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colour codes only on a terminal: a redirected log stays plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

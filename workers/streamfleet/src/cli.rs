@@ -525,6 +525,10 @@ pub struct DemoArgs {
     /// Print the final report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Log what a worker logs (`info`), with a line per retried or dead-lettered record;
+    /// by default the demo logs only warnings and errors. `RUST_LOG` overrides both.
+    #[arg(long)]
+    pub verbose: bool,
     /// Load settings.
     #[command(flatten)]
     pub load: LoadArgs,

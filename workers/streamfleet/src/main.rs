@@ -59,7 +59,11 @@ fn main() {
     if !long_running {
         default_sigpipe();
     }
-    telemetry::init(cli.log_format);
+    let log_filter = match &cli.command {
+        Command::Demo(args) => commands::demo::log_filter(args),
+        _ => telemetry::DEFAULT_FILTER,
+    };
+    telemetry::init(cli.log_format, log_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -545,9 +545,15 @@ fn the_demo_runs_every_worker_and_accounts_for_every_record() {
             > 0,
         "malformed records were dead-lettered"
     );
+    assert_eq!(report["passed"], true, "{text}");
     assert!(
-        text.contains("t=  1s"),
-        "a live summary was printed: {text}"
+        text.contains("t=  1s") && text.contains("in per s"),
+        "a live table was printed: {text}"
+    );
+    let log = stderr(&out);
+    assert!(
+        !log.contains("dead-lettered") && !log.contains("Client stats"),
+        "no line per record and no librdkafka statistics by default: {log}"
     );
 }
 

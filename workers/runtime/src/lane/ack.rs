@@ -153,7 +153,7 @@ impl<P: Processor> Acks<P> {
                         }
                         return None;
                     }
-                    kind = Kind::Routed(routed.route);
+                    kind = Kind::routed(&routed);
                     break;
                 }
             }

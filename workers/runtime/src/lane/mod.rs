@@ -48,10 +48,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::headers;
 use crate::metrics::{RecordOutcome, TopicMetrics};
-use crate::processor::Processor;
+use crate::processor::{ErrorClass, Processor};
 use crate::producer::{Delivery, OutputProducer};
 use crate::record::{OutputRecord, RawRecord, TopicPartition};
-use crate::routing::{FailureRouter, Route};
+use crate::routing::{FailureRouter, Route, Routed};
 use crate::state::{PartitionState, StateSlot};
 use crate::transactions::Transactions;
 
@@ -218,9 +218,22 @@ impl LaneHandle {
 enum Kind {
     Success,
     ReplayDropped,
-    Routed(Route),
+    /// Sent to a retry rung.
+    Retried,
+    /// Sent to the dead-letter topic, for this reason.
+    DeadLettered(ErrorClass),
     /// Parked behind its key's record in the retry path.
     Parked,
+}
+
+impl Kind {
+    /// How a record that failed left its lane.
+    fn routed(routed: &Routed) -> Self {
+        match routed.route {
+            Route::Retry => Kind::Retried,
+            Route::DeadLetter => Kind::DeadLettered(routed.class),
+        }
+    }
 }
 
 /// A processed record whose outputs are in flight.
@@ -473,8 +486,8 @@ fn count_outcome(metrics: &TopicMetrics, kind: Kind) {
     metrics.record_outcome(match kind {
         Kind::Success => RecordOutcome::Success,
         Kind::ReplayDropped => RecordOutcome::ReplayDropped,
-        Kind::Routed(Route::Retry) => RecordOutcome::Retried,
-        Kind::Routed(Route::DeadLetter) => RecordOutcome::DeadLettered,
+        Kind::Retried => RecordOutcome::Retried,
+        Kind::DeadLettered(class) => RecordOutcome::DeadLettered(class),
         Kind::Parked => RecordOutcome::Parked,
     });
 }

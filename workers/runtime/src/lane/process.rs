@@ -25,7 +25,7 @@ use crate::ordering::Verdict;
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::producer::{Delivery, ProduceError};
 use crate::record::{OutputRecord, RawRecord, Record};
-use crate::routing::{Route, Routed};
+use crate::routing::Routed;
 use crate::state::PartitionState;
 
 /// Outputs enqueued so far for one record (and the parked records processed with it).
@@ -118,7 +118,7 @@ impl<P: Processor> Lane<P> {
         sent: &mut Sent,
         also: &mut Vec<Kind>,
     ) -> Option<()> {
-        if kind == Kind::Routed(Route::Retry) {
+        if kind == Kind::Retried {
             state.order.block(key, self.origin_offset(raw), now_ms());
         } else if self.is_rung {
             state.order.head_resolved(key);
@@ -143,7 +143,7 @@ impl<P: Processor> Lane<P> {
             let kind = self.process_one(state, &parked, processing, sent).await?;
             state.observe(self.event_time(&parked));
             also.push(kind);
-            if kind == Kind::Routed(Route::Retry) {
+            if kind == Kind::Retried {
                 state
                     .order
                     .block(key, self.origin_offset(&parked), now_ms());
@@ -205,7 +205,7 @@ impl<P: Processor> Lane<P> {
             Ok(Outcome::ReplayDropped) => (Kind::ReplayDropped, Vec::new()),
             Err(error) => {
                 let routed = self.route(raw, &error);
-                (Kind::Routed(routed.route), vec![routed.record])
+                (Kind::routed(&routed), vec![routed.record])
             }
         };
         for out in outputs {
@@ -218,8 +218,9 @@ impl<P: Processor> Lane<P> {
                         ProcessError::Permanent(format!("output to {} rejected: {e}", out.topic));
                     let routed = self.route(raw, &error);
                     let delivery = self.send(raw, &routed.record).await?;
+                    let kind = Kind::routed(&routed);
                     sent.push((routed.record, delivery));
-                    return Some(Kind::Routed(routed.route));
+                    return Some(kind);
                 }
                 Err(e) => {
                     self.produce_failed(raw, e);

@@ -24,6 +24,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use crate::processor::ErrorClass;
+
 /// Outcome label values of `streamfleet_records_processed_total`.
 pub mod outcome {
     /// Processed; its outputs (if any) were acknowledged.
@@ -556,8 +558,8 @@ pub enum RecordOutcome {
     ReplayDropped,
     /// Sent to a retry topic.
     Retried,
-    /// Sent to the dead-letter topic.
-    DeadLettered,
+    /// Sent to the dead-letter topic, for this reason.
+    DeadLettered(ErrorClass),
     /// Parked behind its key's record in the retry path (`ordering: key`); processed when
     /// that record is done.
     Parked,
@@ -584,7 +586,10 @@ impl TopicMetrics {
             RecordOutcome::Success => (&self.success, &self.stats.succeeded),
             RecordOutcome::ReplayDropped => (&self.replay_dropped, &self.stats.replay_dropped),
             RecordOutcome::Retried => (&self.retried, &self.stats.retried),
-            RecordOutcome::DeadLettered => (&self.dead_lettered, &self.stats.dead_lettered),
+            RecordOutcome::DeadLettered(class) => {
+                bump(&self.stats.dead_lettered_by_class[class.index()]);
+                (&self.dead_lettered, &self.stats.dead_lettered)
+            }
             RecordOutcome::Parked => (&self.parked, &self.stats.parked),
         };
         counter.inc();
@@ -616,6 +621,8 @@ pub struct WorkerStats {
     pub retried: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Of those, by class, in [`ErrorClass::ALL`]'s order.
+    pub dead_lettered_by_class: [AtomicU64; 4],
     /// Records dropped as exact replays.
     pub replay_dropped: AtomicU64,
     /// Records parked behind their key's record in the retry path (each is consumed, and
@@ -636,6 +643,17 @@ pub struct WorkerStats {
     pub buffered_bytes: AtomicI64,
 }
 
+/// Dead-lettered records by the class of their failure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLettered {
+    /// Rejected by a business rule.
+    pub permanent: u64,
+    /// Not decodable.
+    pub malformed: u64,
+    /// Failed on every attempt.
+    pub retries_exhausted: u64,
+}
+
 /// A point-in-time copy of [`WorkerStats`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
@@ -647,6 +665,8 @@ pub struct StatsSnapshot {
     pub retried: u64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// Of those, by the class of their failure.
+    pub dead_lettered_by_class: DeadLettered,
     /// Records dropped as exact replays.
     pub replay_dropped: u64,
     /// Records parked behind their key's record in the retry path.
@@ -674,6 +694,13 @@ impl WorkerStats {
             succeeded: r(&self.succeeded),
             retried: r(&self.retried),
             dead_lettered: r(&self.dead_lettered),
+            dead_lettered_by_class: DeadLettered {
+                permanent: r(&self.dead_lettered_by_class[ErrorClass::Permanent.index()]),
+                malformed: r(&self.dead_lettered_by_class[ErrorClass::Malformed.index()]),
+                retries_exhausted: r(
+                    &self.dead_lettered_by_class[ErrorClass::RetriesExhausted.index()]
+                ),
+            },
             replay_dropped: r(&self.replay_dropped),
             parked: r(&self.parked),
             produced: r(&self.produced),

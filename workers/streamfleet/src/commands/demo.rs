@@ -2,9 +2,11 @@
 //!
 //! Starts librdkafka's mock cluster, creates every topic of the built-in `topics.yaml`,
 //! starts the three workers as three consumer groups, serves `/metrics` and the health
-//! probes, generates load for `--duration` while printing a per-worker summary every second,
-//! waits until every generated record (and every retry) has an outcome, stops the workers
-//! gracefully and prints the final report. Exits 0 when every record is accounted for.
+//! probes, generates load for `--duration` while showing the workers' live table, waits until
+//! every generated record (and every retry) has an outcome, stops the workers gracefully and
+//! prints the final report with its checks (`demo_view`). Exits 0 when every check holds.
+//!
+//! Logs: warnings and errors only, and no line per record, unless `--verbose` or `RUST_LOG`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,10 +21,11 @@ use streamfleet_runtime::topology::Topology;
 use streamfleet_runtime::{CancellationToken, http};
 use streamfleet_schemas::Encoding;
 
+use super::demo_view::{self, Check, LiveTable, Row};
 use crate::accounting::{expected_consumed, outcomes_complete};
 use crate::cli::DemoArgs;
 use crate::fleet::{self, RunningWorker, WorkerKind};
-use crate::loadgen::{self, Generator, Limit, Stream, Tally, Topics};
+use crate::loadgen::{self, Generator, Limit, Tally, Topics};
 use crate::signals;
 
 /// The final report.
@@ -36,21 +39,22 @@ pub struct DemoReport {
     pub workers: BTreeMap<&'static str, StatsSnapshot>,
     /// Whether every generated record and retry reached an outcome.
     pub all_accounted: bool,
+    /// What the run proves, each with whether it held.
+    pub checks: Vec<Check>,
+    /// Every check held, every record had an outcome, and no worker failed.
+    pub passed: bool,
 }
 
-fn line(kind: WorkerKind, now: &StatsSnapshot, before: &StatsSnapshot, secs: f64) -> String {
-    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
-    format!(
-        "  {:<9} consumed {:>7.0}/s  produced {:>7.0}/s  retried {:>5}  dead-lettered {:>5}  replays {:>5}  lag {:>6}  partitions {:>3}",
-        kind.name(),
-        rate(now.consumed, before.consumed),
-        rate(now.produced, before.produced),
-        now.retried,
-        now.dead_lettered,
-        now.replay_dropped,
-        now.lag,
-        now.assigned_partitions,
-    )
+/// The demo's log filter when `RUST_LOG` is not set: warnings and errors, without the line
+/// per dead-lettered record (the live table counts them), or with `--verbose` everything a
+/// worker logs.
+pub fn log_filter(args: &DemoArgs) -> &'static str {
+    if args.verbose {
+        streamfleet_runtime::telemetry::DEFAULT_FILTER
+    } else {
+        const QUIET: &str = "warn,streamfleet::record=off";
+        QUIET
+    }
 }
 
 fn drained(workers: &[RunningWorker], tally: &Tally) -> bool {
@@ -164,26 +168,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         result.map(|_| generator.tally().clone())
     });
 
+    let mut table = LiveTable::new();
     let mut before: Vec<StatsSnapshot> = workers.iter().map(|w| w.stats.snapshot()).collect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    while !load.is_finished() {
+    let mut last = Instant::now();
+    loop {
         tick.tick().await;
-        println!("t={:>3.0}s", load_started.elapsed().as_secs_f64());
-        for (w, prev) in workers.iter().zip(before.iter_mut()) {
-            let now = w.stats.snapshot();
-            println!("{}", line(w.kind, &now, prev, 1.0));
-            *prev = now;
+        let done = load.is_finished();
+        let secs = last.elapsed().as_secs_f64().max(0.001);
+        last = Instant::now();
+        let rows: Vec<Row> = workers
+            .iter()
+            .zip(before.iter_mut())
+            .map(|(w, prev)| {
+                let now = w.stats.snapshot();
+                let consumed_per_s = now.consumed.saturating_sub(prev.consumed) as f64 / secs;
+                *prev = now;
+                Row {
+                    kind: w.kind,
+                    now,
+                    consumed_per_s,
+                }
+            })
+            .collect();
+        table.show(load_started.elapsed(), duration, rate, &rows, done);
+        if done {
+            break;
         }
     }
     let load_seconds = load_started.elapsed().as_secs_f64();
     let tally = load.await??;
     println!(
-        "load done: {} records (booking {}, inventory {}, payment {}); waiting for every record to finish",
-        tally.total(),
-        tally.stream(Stream::Booking),
-        tally.stream(Stream::Inventory),
-        tally.stream(Stream::Payment)
+        "load done: {} records generated; waiting until every record has an outcome",
+        tally.total()
     );
 
     let drain_by = Instant::now() + args.drain_timeout;
@@ -195,15 +213,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     shutdown.cancel();
     let mut finals = BTreeMap::new();
-    let mut failed = false;
+    let mut failed_workers = Vec::new();
     for w in workers {
         match w.task.await? {
             Ok(report) => {
                 finals.insert(w.kind.name(), report.stats);
             }
             Err(e) => {
-                failed = true;
-                eprintln!("{} worker failed: {e}", w.kind.name());
+                failed_workers.push(format!("the {} worker failed: {e}", w.kind.name()));
                 finals.insert(w.kind.name(), w.stats.snapshot());
             }
         }
@@ -212,59 +229,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let _ = server.await;
     drop(cluster);
 
-    let report = DemoReport {
-        load_seconds,
-        generated: tally,
-        workers: finals,
-        all_accounted,
-    };
+    let checks = demo_view::checks(&tally, &finals);
+    let passed = all_accounted && failed_workers.is_empty() && checks.iter().all(|c| c.passed);
     if args.json {
+        let report = DemoReport {
+            load_seconds,
+            generated: tally,
+            workers: finals,
+            all_accounted,
+            checks,
+            passed,
+        };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
-    }
-    Ok(if all_accounted && !failed { 0 } else { 1 })
-}
-
-fn print_report(r: &DemoReport) {
-    println!();
-    println!(
-        "streamfleet demo report: {:.1}s of load, {} records generated",
-        r.load_seconds,
-        r.generated.total()
-    );
-    for (kind, n) in &r.generated.kinds {
-        println!("  generated {kind:?}: {n}");
-    }
-    println!(
-        "  {:<9} {:>9} {:>10} {:>8} {:>7} {:>14} {:>15} {:>9}",
-        "worker",
-        "consumed",
-        "succeeded",
-        "retried",
-        "parked",
-        "dead-lettered",
-        "replay-dropped",
-        "produced"
-    );
-    for (name, s) in &r.workers {
+        demo_view::print_report(&demo_view::Report {
+            load_seconds,
+            rate,
+            generated: &tally,
+            workers: &finals,
+            checks: &checks,
+            drained: all_accounted,
+            failed_workers: &failed_workers,
+        });
         println!(
-            "  {:<9} {:>9} {:>10} {:>8} {:>7} {:>14} {:>15} {:>9}",
-            name,
-            s.consumed,
-            s.succeeded,
-            s.retried,
-            s.parked,
-            s.dead_lettered,
-            s.replay_dropped,
-            s.produced
+            "{}",
+            if passed {
+                "PASS: every check held"
+            } else {
+                "FAIL: see the checks above"
+            }
         );
     }
-    if r.all_accounted {
-        println!("every generated record and retry reached exactly one outcome");
-    } else {
-        println!("NOT every record reached an outcome before --drain-timeout");
-    }
+    Ok(if passed { 0 } else { 1 })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_worker;
 pub mod demo;
+mod demo_view;
 pub mod dev_cluster;
 pub mod dlq;
 pub mod lag;

@@ -251,6 +251,14 @@ pub struct KafkaArgs {
     /// `producer.` to set one client only. `STREAMFLEET_KAFKA_<KEY>` variables add more.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub properties: Vec<KafkaProperty>,
+    /// How long to wait for the first broker to accept a connection before giving up.
+    #[arg(
+        long,
+        env = "STREAMFLEET_CONNECT_TIMEOUT",
+        value_parser = parse_duration,
+        default_value = "10s"
+    )]
+    pub connect_timeout: Duration,
     /// Confluent schema registry URL; when set, outputs use Confluent framing.
     #[arg(long, env = "STREAMFLEET_SCHEMA_REGISTRY_URL", value_name = "URL")]
     pub schema_registry_url: Option<String>,

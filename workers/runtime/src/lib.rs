@@ -40,6 +40,7 @@ pub mod ordering;
 pub mod processor;
 pub mod producer;
 mod progress;
+pub mod reach;
 pub mod record;
 mod restore;
 pub mod retry;

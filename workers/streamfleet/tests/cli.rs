@@ -606,3 +606,27 @@ fn with_detailed_exitcode_every_error_exits_1_never_2() {
         "without --detailed-exitcode a configuration error is 2"
     );
 }
+
+#[test]
+fn a_command_gives_up_quickly_when_no_broker_answers_and_says_why() {
+    for args in [
+        &["topics", "plan", "--brokers", "127.0.0.1:1"][..],
+        &["produce", "--brokers", "127.0.0.1:1", "--count", "10"],
+        &["lag", "--brokers", "127.0.0.1:1", "--group", "g", "--once"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = streamfleet(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("no Kafka broker answered")
+                && err.contains("127.0.0.1:1: resolves, but 127.0.0.1:1: connection refused"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -48,7 +48,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<i32> {
             samples,
             json,
         } => {
-            let (brokers, props) = kafka.cluster()?;
+            let (brokers, props) = super::connect(&kafka)?;
             let report = tokio::task::spawn_blocking(move || {
                 dlq::inspect(&brokers, &props, &topic, samples)
             })
@@ -109,7 +109,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (brokers, props) = args.kafka.cluster()?;
+    let (brokers, props) = super::connect(&args.kafka)?;
     let opts = ReplayOptions {
         brokers,
         props,

@@ -13,7 +13,7 @@ use crate::{fleet, signals};
 
 /// Runs the exporter; returns the exit code.
 pub async fn run(args: LagArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = args.kafka.cluster()?;
+    let (brokers, props) = super::connect(&args.kafka)?;
     let topics = if args.topics.is_empty() {
         let topology = fleet::topology(args.topics_file.topics_file.as_deref())?;
         topology.topics.iter().map(|t| t.name.clone()).collect()

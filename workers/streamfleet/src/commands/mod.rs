@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+use streamfleet_runtime::config::{KafkaArgs, KafkaProperty};
+
 pub mod bench;
 pub mod bench_worker;
 pub mod demo;
@@ -13,3 +15,12 @@ pub mod schemas;
 pub mod sequence;
 pub mod topics;
 pub mod worker;
+
+/// The brokers and properties of a command that needs a cluster, checked, once one of the
+/// brokers has accepted a connection (within `--connect-timeout`; see
+/// [`streamfleet_runtime::reach`]).
+pub(crate) fn connect(kafka: &KafkaArgs) -> anyhow::Result<(String, Vec<KafkaProperty>)> {
+    let (brokers, props) = kafka.cluster()?;
+    streamfleet_runtime::reach::check(&brokers, kafka.connect_timeout)?;
+    Ok((brokers, props))
+}

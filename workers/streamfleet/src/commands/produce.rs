@@ -12,7 +12,7 @@ use crate::signals;
 
 /// Produces; prints what was generated as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = args.kafka.cluster()?;
+    let (brokers, props) = super::connect(&args.kafka)?;
     let producer: FutureProducer =
         clients::tool_producer(&brokers, &props, "streamfleet-produce").create()?;
     let topics = args.topic_names.topics();

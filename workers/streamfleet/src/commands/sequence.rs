@@ -8,7 +8,7 @@ use crate::verify;
 
 /// Runs `seed`.
 pub async fn seed(args: SeedArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = args.kafka.cluster()?;
+    let (brokers, props) = super::connect(&args.kafka)?;
     let producer: FutureProducer =
         clients::tool_producer(&brokers, &props, "streamfleet-seed").create()?;
     let n = verify::seed(
@@ -34,7 +34,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<i32> {
 
 /// Runs `verify`; exit 1 on any anomaly.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = args.kafka.cluster()?;
+    let (brokers, props) = super::connect(&args.kafka)?;
     let (input, output, wait) = (args.input.clone(), args.output.clone(), args.wait_stable);
     let report = tokio::task::spawn_blocking(move || {
         verify::verify(&brokers, &props, &input, &output, wait)

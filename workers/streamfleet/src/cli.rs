@@ -141,7 +141,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub embedded_brokers: i32,
     /// Delay every response of the embedded cluster's brokers by this long, as
-    /// `dev-cluster --rtt` (a network and a replicating cluster, roughly: commits and
+    /// `dev-cluster --embedded-rtt` (a network and a replicating cluster, roughly: commits and
     /// acknowledgements take longer).
     #[arg(long, value_parser = parse_rtt, default_value = "0ms")]
     pub embedded_rtt: Duration,
@@ -196,9 +196,10 @@ fn parse_peer(s: &str) -> Result<(BenchMode, String), String> {
 /// `streamfleet dev-cluster`.
 #[derive(Debug, Clone, Args)]
 pub struct DevClusterArgs {
-    /// Brokers in the cluster.
+    /// Brokers in the cluster (as `demo --embedded-brokers`; `--brokers` is always a cluster's
+    /// bootstrap servers).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=16))]
-    pub brokers: i32,
+    pub embedded_brokers: i32,
     /// Topics file whose topics (declared and derived) are created.
     #[command(flatten)]
     pub topics: TopicsArgs,
@@ -212,7 +213,7 @@ pub struct DevClusterArgs {
     /// they behave over a network and against a replicating cluster: each produce
     /// acknowledgement, fetch and step of a transaction's commit waits for it.
     #[arg(long, value_parser = parse_rtt, default_value = "0ms")]
-    pub rtt: Duration,
+    pub embedded_rtt: Duration,
 }
 
 fn parse_topic_partitions(s: &str) -> Result<(String, i32), String> {

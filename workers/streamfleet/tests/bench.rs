@@ -1,6 +1,6 @@
 //! `streamfleet dev-cluster` and `streamfleet bench` as users run them (debug build, small
 //! inputs): the cluster serves an ordinary client and stops cleanly, and delays its responses
-//! when told (`--rtt`, `--embedded-rtt`: a lower bound, never a speed); the benchmark reports
+//! when told (`--embedded-rtt`: a lower bound, never a speed); the benchmark reports
 //! every mode, loses nothing, and fails when a participant loses records or when the
 //! embedded cluster cannot hold the input; every streamfleet process runs without transparent
 //! huge pages unless told otherwise. Speed is never asserted here: the figures are the
@@ -73,7 +73,13 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Option<usize> {
 
 #[test]
 fn dev_cluster_serves_an_ordinary_client_and_stops_on_sigterm() {
-    let cluster = DevCluster::start(&["--brokers", "2", "--no-topics", "--topic", "smoke:3"]);
+    let cluster = DevCluster::start(&[
+        "--embedded-brokers",
+        "2",
+        "--no-topics",
+        "--topic",
+        "smoke:3",
+    ]);
     let config = |extra: &[(&str, &str)]| {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cluster.bootstrap);
@@ -171,7 +177,12 @@ fn streamfleet_turns_transparent_huge_pages_off_unless_mimalloc_allow_thp_is_set
 #[test]
 fn dev_cluster_creates_the_topics_of_the_topics_file() {
     let topics = streamfleet_tests::repo().join("topics.yaml");
-    let cluster = DevCluster::start(&["--brokers", "1", "--topics", topics.to_str().unwrap()]);
+    let cluster = DevCluster::start(&[
+        "--embedded-brokers",
+        "1",
+        "--topics",
+        topics.to_str().unwrap(),
+    ]);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cluster.bootstrap)
         .create()
@@ -200,12 +211,12 @@ fn dev_cluster_rtt_delays_the_responses_of_every_broker() {
     // The mock picks each partition's leader at random among its replicas: with 24
     // partitions both brokers lead some (all on one: a chance of 2 in 2^24).
     let cluster = DevCluster::start(&[
-        "--brokers",
+        "--embedded-brokers",
         "2",
         "--no-topics",
         "--topic",
         "slow:24",
-        "--rtt",
+        "--embedded-rtt",
         "300ms",
     ]);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -641,4 +652,21 @@ fn bench_against_a_real_cluster_cleans_up_its_topics_real_broker() {
         .cloned()
         .collect();
     assert!(left.is_empty(), "topics left behind: {left:?}");
+}
+
+#[test]
+fn topics_against_the_dev_cluster_say_it_has_no_admin_api() {
+    let cluster = DevCluster::start(&["--embedded-brokers", "1"]);
+    let out = Command::new(BIN)
+        .args(["topics", "plan", "--brokers", &cluster.bootstrap])
+        .output()
+        .expect("streamfleet runs");
+    cluster.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not implement the admin requests")
+            && err.contains("against Apache Kafka"),
+        "{err}"
+    );
 }

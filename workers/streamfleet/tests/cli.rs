@@ -186,7 +186,10 @@ fn configuration_errors_name_the_field_and_exit_2() {
             "--transactional-producers",
         ),
         // The mock counts round-trip time in whole milliseconds.
-        (&["dev-cluster", "--rtt", "500us"], "--rtt"),
+        (
+            &["dev-cluster", "--embedded-rtt", "500us"],
+            "--embedded-rtt",
+        ),
         (
             &["bench", "--brokers", "localhost:1", "--embedded-rtt", "5ms"],
             "--embedded-rtt",

@@ -230,9 +230,9 @@ fn start_embedded(
     cmd.args([
         "dev-cluster",
         "--no-topics",
-        "--brokers",
+        "--embedded-brokers",
         &brokers.to_string(),
-        "--rtt",
+        "--embedded-rtt",
         &format!("{}ms", rtt.as_millis()),
     ]);
     for (name, partitions) in topics {

@@ -6,7 +6,7 @@
 //! topics file (declared and derived, replication capped to the broker count) and any
 //! `--topic NAME:PARTITIONS` are created before that line is printed. Clients can also create
 //! topics by producing to them (the mock auto-creates with its default partition count), but
-//! not through the AdminClient (see DEVELOPERS.md). `--rtt` delays every broker response, so
+//! not through the AdminClient (see DEVELOPERS.md). `--embedded-rtt` delays every broker response, so
 //! clients can be watched over something like a network (the mock otherwise answers in
 //! microseconds). Runs until SIGTERM/SIGINT; records live in memory and are gone when it
 //! stops.
@@ -20,9 +20,9 @@ use crate::{fleet, signals};
 
 /// Runs the cluster until a signal; returns the exit code.
 pub async fn run(args: DevClusterArgs) -> anyhow::Result<i32> {
-    let cluster = EmbeddedCluster::start(args.brokers)?;
-    if !args.rtt.is_zero() {
-        cluster.set_round_trip_time(args.rtt)?;
+    let cluster = EmbeddedCluster::start(args.embedded_brokers)?;
+    if !args.embedded_rtt.is_zero() {
+        cluster.set_round_trip_time(args.embedded_rtt)?;
     }
     let mut created = 0usize;
     if !args.no_topics {
@@ -31,7 +31,7 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<i32> {
         created += topology.topics.len();
     }
     for (name, partitions) in &args.extra_topics {
-        cluster.create_topic(name, *partitions, args.brokers.min(3))?;
+        cluster.create_topic(name, *partitions, args.embedded_brokers.min(3))?;
         created += 1;
     }
     let stop = signals::shutdown_on_signals()?;
@@ -39,13 +39,18 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<i32> {
     writeln!(stdout, "{}", cluster.bootstrap_servers())?;
     stdout.flush()?;
     drop(stdout);
-    let rtt = if args.rtt.is_zero() {
+    let rtt = if args.embedded_rtt.is_zero() {
         String::new()
     } else {
-        format!(", every response delayed {} ms", args.rtt.as_millis())
+        format!(
+            ", every response delayed {} ms",
+            args.embedded_rtt.as_millis()
+        )
     };
     eprintln!(
-        "dev-cluster: {} broker(s) at {}, {created} topic(s) created{rtt}; in memory, until SIGTERM/SIGINT",
+        "dev-cluster: {} broker(s) at {}, {created} topic(s) created{rtt}; in memory, until \
+         SIGTERM/SIGINT. It has no admin API for topics: `streamfleet topics` needs Apache Kafka, \
+         and a client creates a topic here by producing to it.",
         cluster.brokers(),
         cluster.bootstrap_servers()
     );

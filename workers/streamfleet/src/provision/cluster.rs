@@ -10,6 +10,8 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use streamfleet_runtime::clients;
 use streamfleet_runtime::config::{ClientScope, KafkaProperty};
@@ -18,6 +20,28 @@ use streamfleet_runtime::topology::Topology;
 use super::plan::{Action, ClusterConfig, ClusterState, ClusterTopic};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a read-only admin request (describing topic configs) may take: a cluster answers
+/// in milliseconds, or never (see [`admin_failed`]).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An admin request's error, explained when it timed out: the usual cause is a cluster that
+/// does not implement the admin requests, such as librdkafka's mock cluster.
+fn admin_failed(what: &str, e: KafkaError) -> anyhow::Error {
+    let timed_out = matches!(e, KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))
+        || e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut);
+    if timed_out {
+        anyhow::anyhow!(
+            "{what}: the cluster did not answer. librdkafka's mock cluster (`streamfleet \
+             dev-cluster`, the demo) does not implement the admin requests that describe, create \
+             or change topics: it creates the topics of topics.yaml itself when it starts \
+             (`dev-cluster --topic NAME:PARTITIONS` adds more). Use `topics plan/apply` against \
+             Apache Kafka."
+        )
+    } else {
+        anyhow::anyhow!("{what}: {e}")
+    }
+}
 
 /// Admin access to one cluster.
 pub struct Cluster {
@@ -101,11 +125,12 @@ impl Cluster {
         }
         let specifiers: Vec<ResourceSpecifier<'_>> =
             names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
-        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let opts = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
         let described = self
             .admin
             .describe_configs(specifiers.iter(), &opts)
-            .await?;
+            .await
+            .map_err(|e| admin_failed("describing the topics' configs", e))?;
         for (name, result) in names.iter().zip(described) {
             let resource =
                 result.map_err(|e| anyhow::anyhow!("describing the configs of {name}: {e:?}"))?;
@@ -145,14 +170,17 @@ impl Cluster {
                     for (k, v) in configs {
                         t = t.set(k, v);
                     }
-                    for r in self.admin.create_topics([&t], &opts).await? {
+                    let created = self.admin.create_topics([&t], &opts).await;
+                    for r in created.map_err(|e| admin_failed(&format!("creating {topic}"), e))? {
                         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
                     }
                     done.push(format!("created {topic}"));
                 }
                 Action::IncreasePartitions { topic, to, .. } => {
                     let p = NewPartitions::new(topic, *to as usize);
-                    for r in self.admin.create_partitions([&p], &opts).await? {
+                    let added = self.admin.create_partitions([&p], &opts).await;
+                    let what = format!("adding partitions to {topic}");
+                    for r in added.map_err(|e| admin_failed(&what, e))? {
                         r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
                     }
                     done.push(format!("{topic} now has {to} partitions"));
@@ -162,7 +190,9 @@ impl Cluster {
                     for (k, v) in desired {
                         c = c.set(k, v);
                     }
-                    for r in self.admin.alter_configs([&c], &opts).await? {
+                    let altered = self.admin.alter_configs([&c], &opts).await;
+                    let what = format!("changing the configs of {topic}");
+                    for r in altered.map_err(|e| admin_failed(&what, e))? {
                         r.map_err(|(_, e)| {
                             anyhow::anyhow!("changing the configs of {topic}: {e}")
                         })?;
@@ -170,7 +200,8 @@ impl Cluster {
                     done.push(format!("changed the configs of {topic}"));
                 }
                 Action::Delete { topic } => {
-                    for r in self.admin.delete_topics(&[topic.as_str()], &opts).await? {
+                    let deleted = self.admin.delete_topics(&[topic.as_str()], &opts).await;
+                    for r in deleted.map_err(|e| admin_failed(&format!("deleting {topic}"), e))? {
                         r.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
                     }
                     done.push(format!("deleted {topic}"));

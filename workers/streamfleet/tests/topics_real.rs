@@ -291,3 +291,22 @@ async fn more_partitions_in_the_file_are_added_not_on_nisshi() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
+async fn lag_once_for_a_group_without_commits_says_so_real_broker() {
+    let s = Setup::new(3);
+    assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
+    let topic = format!("{}-in", s.prefix);
+    let out = Command::new(BIN)
+        .args(["lag", "--brokers", &s.broker.bootstrap(), "--once"])
+        .args(["--group", "no-such-group", "--topic", &topic])
+        .output()
+        .expect("streamfleet runs");
+    let err = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("group `no-such-group` has committed no offset on") && err.contains(&topic),
+        "{err}"
+    );
+}

@@ -109,25 +109,26 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let filter = Filter {
+        classes,
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| parse_time("--since", s))
+            .transpose()?,
+        until_ms: args
+            .until
+            .as_deref()
+            .map(|s| parse_time("--until", s))
+            .transpose()?,
+        key: args.key.as_ref().map(|k| k.clone().into_bytes()),
+    };
     let (brokers, props) = super::connect(&args.kafka)?;
     let opts = ReplayOptions {
         brokers,
         props,
         topic: args.topic.clone(),
-        filter: Filter {
-            classes,
-            since_ms: args
-                .since
-                .as_deref()
-                .map(|s| parse_time("--since", s))
-                .transpose()?,
-            until_ms: args
-                .until
-                .as_deref()
-                .map(|s| parse_time("--until", s))
-                .transpose()?,
-            key: args.key.as_ref().map(|k| k.clone().into_bytes()),
-        },
+        filter,
         limit: args.limit,
         rate: args.rate,
         dry_run: args.dry_run,

@@ -13,20 +13,29 @@ use crate::{fleet, signals};
 
 /// Runs the exporter; returns the exit code.
 pub async fn run(args: LagArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = super::connect(&args.kafka)?;
-    let topics = if args.topics.is_empty() {
+    let topics: Vec<String> = if args.topics.is_empty() {
         let topology = fleet::topology(args.topics_file.topics_file.as_deref())?;
         topology.topics.iter().map(|t| t.name.clone()).collect()
     } else {
         args.topics.clone()
     };
+    let (brokers, props) = super::connect(&args.kafka)?;
     let reader = Arc::new(LagReader::new(&brokers, &props, &args.group)?);
     let metrics = Metrics::default();
     let read = |reader: Arc<LagReader>, topics: Vec<String>| async move {
         tokio::task::spawn_blocking(move || reader.read(&topics)).await?
     };
     if args.once {
-        let lag = read(reader.clone(), topics).await?;
+        let lag = read(reader.clone(), topics.clone()).await?;
+        if lag.is_empty() {
+            anyhow::bail!(
+                "group `{}` has committed no offset on {}: check the group id \
+                 (`streamfleet topics describe` lists the groups reading the fleet's topics) \
+                 and --topic",
+                args.group,
+                topics.join(", ")
+            );
+        }
         reader.publish(&metrics, &lag, &GroupLag::new());
         let mut out = Vec::new();
         prometheus::TextEncoder::new().encode(&metrics.registry().gather(), &mut out)?;

@@ -12,12 +12,12 @@ use crate::signals;
 
 /// Produces; prints what was generated as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
-    let (brokers, props) = super::connect(&args.kafka)?;
-    let producer: FutureProducer =
-        clients::tool_producer(&brokers, &props, "streamfleet-produce").create()?;
     let topics = args.topic_names.topics();
     let encoding = Encoding::new(args.kafka.schema_registry_url.as_deref());
     let mut generator = Generator::new(args.load.config(), &topics, &encoding)?;
+    let (brokers, props) = super::connect(&args.kafka)?;
+    let producer: FutureProducer =
+        clients::tool_producer(&brokers, &props, "streamfleet-produce").create()?;
     let limit = match (args.count, args.duration) {
         (Some(n), _) => Limit::Count(n),
         (None, Some(d)) => Limit::Duration(d),

@@ -61,6 +61,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::committer::{CommitQueue, Offsets};
+use crate::connectivity::Connectivity;
 use crate::events;
 use crate::health::Readiness;
 use crate::lane::{self, LaneContext, LaneHandle, Offered};
@@ -136,6 +137,8 @@ pub(crate) struct FetchContext<P: Processor> {
     restorer: Restorer,
     /// Wakes the leader of each resumed partition (see [`crate::wakeup`]).
     wakeup: LeaderWakeup,
+    /// Broker outages, logged once for all of the worker's clients.
+    pub connectivity: Arc<Connectivity>,
 }
 
 impl<P: Processor> FetchContext<P> {
@@ -150,8 +153,10 @@ impl<P: Processor> FetchContext<P> {
         metrics: Metrics,
         stats: Arc<WorkerStats>,
         restorer: Restorer,
+        connectivity: Arc<Connectivity>,
     ) -> Self {
         Self {
+            connectivity,
             progress: Progress::new(&worker, &group, metrics.clone()),
             worker,
             group,
@@ -794,7 +799,16 @@ impl<P: Processor> FetchContext<P> {
 }
 
 impl<P: Processor> ClientContext for FetchContext<P> {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connectivity.client_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
+        self.connectivity.statistics(&statistics);
         self.metrics
             .consumer_statistics(&self.worker, statistics.rxmsgs);
         for (name, topic) in &statistics.topics {

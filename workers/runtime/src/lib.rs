@@ -27,6 +27,7 @@ pub mod clients;
 pub mod codec;
 mod committer;
 pub mod config;
+pub mod connectivity;
 pub mod durations;
 pub mod embedded;
 mod events;

@@ -18,6 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
+use crate::connectivity::Connectivity;
 use crate::metrics::{Metrics, WorkerStats, bump};
 use crate::record::OutputRecord;
 
@@ -53,22 +54,39 @@ pub struct ProducerStats {
     metrics: Metrics,
     /// librdkafka's running total of records sent, as of its last statistics.
     sent: AtomicI64,
+    /// Broker outages, logged once for all of the worker's clients.
+    connectivity: Arc<Connectivity>,
 }
 
 impl ProducerStats {
     /// Statistics for `worker`'s producer number `index`.
-    pub fn new(worker: &str, index: usize, metrics: Metrics) -> Self {
+    pub fn new(
+        worker: &str,
+        index: usize,
+        metrics: Metrics,
+        connectivity: Arc<Connectivity>,
+    ) -> Self {
         Self {
             worker: worker.to_owned(),
             index,
             metrics,
             sent: AtomicI64::new(0),
+            connectivity,
         }
     }
 }
 
 impl rdkafka::ClientContext for ProducerStats {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity.client_error(&error, reason);
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.connectivity.statistics(&statistics);
         let batches: Vec<(String, f64)> = statistics
             .topics
             .iter()

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clients;
 use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
+use crate::connectivity::Connectivity;
 use crate::fetcher::{self, BufferBound, FetchContext};
 use crate::health::Readiness;
 use crate::health::{Health, HealthHandle};
@@ -115,12 +116,14 @@ impl<P: Processor> Worker<P> {
         };
         let mut outputs = Vec::with_capacity(producers);
         let failure = SharedFailure::default();
+        let connectivity = Arc::new(Connectivity::new(&config.worker));
         for index in 0..producers {
             let producer: FutureProducer<ProducerStats> = clients::producer(&config, index)
                 .create_with_context(ProducerStats::new(
                     &config.worker,
                     index,
                     self.metrics.clone(),
+                    connectivity.clone(),
                 ))?;
             let producer = Arc::new(OutputProducer::new(
                 producer,
@@ -209,6 +212,7 @@ impl<P: Processor> Worker<P> {
             self.metrics.clone(),
             self.stats.clone(),
             restorer,
+            connectivity,
         );
         let consumer: BaseConsumer<FetchContext<P>> =
             clients::consumer(&config).create_with_context(ctx)?;

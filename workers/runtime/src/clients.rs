@@ -29,6 +29,17 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 /// line.
 pub const WORKER_CLIENT_DEFAULTS: &[(&str, &str)] = &[("statistics.interval.ms", "5000")];
 
+/// Added to [`PRODUCER_DEFAULTS`] for a transactional producer.
+///
+/// `connections.max.idle.ms` 5 s (librdkafka: never closes them): librdkafka looks for a
+/// lost group coordinator again only when one of the producer's broker connections comes up
+/// or goes down, so a `send_offsets_to_transaction` that started while the coordinator's node
+/// was dying can wait forever once every connection is settled (confluentinc/librdkafka#5456,
+/// #5511). A producer stuck in that call sends nothing, so its connections go idle and close
+/// after 5 s, and each close is that trigger (see `Transactions::watch`). A busy producer's
+/// connections are never idle this long; a quiet one reconnects when it next sends.
+pub const TRANSACTIONAL_PRODUCER_DEFAULTS: &[(&str, &str)] = &[("connections.max.idle.ms", "5000")];
+
 /// Consumer defaults: start from the earliest offset of a new group, no partition-EOF events,
 /// and a prefetch sized for a worker that
 /// drains it quickly:
@@ -158,11 +169,12 @@ pub fn producer(config: &WorkerConfig, index: usize) -> ClientConfig {
         client_id.push_str(&format!("-{index}"));
     }
     let mut fixed = vec![("client.id", client_id)];
-    let defaults = [PRODUCER_DEFAULTS, WORKER_CLIENT_DEFAULTS].concat();
+    let mut defaults = [PRODUCER_DEFAULTS, WORKER_CLIENT_DEFAULTS].concat();
     if config.guarantee == crate::config::ProcessingGuarantee::ExactlyOnce
         && let Some(id) = config.transactional_id(index)
     {
         fixed.push(("transactional.id", id));
+        defaults.extend_from_slice(TRANSACTIONAL_PRODUCER_DEFAULTS);
     }
     let c = build(
         &config.brokers,

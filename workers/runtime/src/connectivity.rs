@@ -46,8 +46,13 @@ fn is_transport(code: Option<RDKafkaErrorCode>) -> bool {
 }
 
 /// The broker a librdkafka message is about: its messages start with the broker's name
-/// (`host:port/id: Connect to … failed`).
+/// (`host:port/id: Connect to … failed`), log lines after the thread's
+/// (`[thrd:host:port/id]: host:port/id: Connect to …`).
 fn broker_of(message: &str) -> &str {
+    let message = match message.strip_prefix("[thrd:") {
+        Some(rest) => rest.split_once("]: ").map_or(rest, |(_, m)| m),
+        None => message,
+    };
     message
         .split_once(": ")
         .map_or(message, |(name, _)| name)
@@ -103,8 +108,27 @@ impl Connectivity {
         }
     }
 
-    /// librdkafka's log callback of one of the worker's clients: connection failures of a
-    /// broker already known to be down are counted, not logged.
+    /// An error the consumer's poll returned: about reaching brokers, it is logged only when
+    /// no outage is known yet (the callbacks name the broker; the poll does not).
+    pub fn consumer_error(&self, error: &KafkaError) {
+        if !is_transport(error.rdkafka_error_code()) {
+            tracing::warn!(worker = %self.worker, %error, "consumer error");
+            return;
+        }
+        let mut down = self.down.lock().expect("connectivity lock");
+        if let Some(o) = down.values_mut().next() {
+            o.repeats += 1;
+            return;
+        }
+        drop(down);
+        if self.failed(ALL_BROKERS) {
+            tracing::warn!(worker = %self.worker, %error,
+                "cannot reach the cluster; librdkafka keeps reconnecting (logged again when it is back)");
+        }
+    }
+
+    /// librdkafka's log callback of one of the worker's clients: a broker's first connection
+    /// failure starts its outage, the later ones are counted, not logged.
     pub fn client_log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let about_connection = matches!(facility, "FAIL" | "ERROR" | "BROKERFAIL");
         let severe = matches!(
@@ -117,13 +141,11 @@ impl Connectivity {
         );
         if about_connection && severe {
             let broker = broker_of(message);
-            let known = {
-                let mut down = self.down.lock().expect("connectivity lock");
-                down.get_mut(broker).map(|o| o.repeats += 1).is_some()
-            };
-            if known {
-                return;
+            if self.failed(broker) {
+                tracing::warn!(worker = %self.worker, broker, error = message,
+                    "broker unreachable; librdkafka keeps reconnecting (logged again when it is back)");
             }
+            return;
         }
         match level {
             RDKafkaLogLevel::Emerg
@@ -161,7 +183,9 @@ impl Connectivity {
         }
         let back: Vec<String> = down
             .keys()
-            .filter(|k| *k == ALL_BROKERS || up.contains(&k.as_str()))
+            // A bootstrap connection is not reopened once the brokers are known: it ends with
+            // any broker up, as does "all brokers".
+            .filter(|k| *k == ALL_BROKERS || k.ends_with("/bootstrap") || up.contains(&k.as_str()))
             .cloned()
             .collect();
         for broker in back {
@@ -221,6 +245,15 @@ mod tests {
         stats.brokers.insert(broker.name.clone(), broker);
         c.statistics(&stats);
         assert!(c.unreachable().is_empty());
+    }
+
+    #[test]
+    fn the_broker_is_read_from_errors_and_log_lines() {
+        let m = "127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed";
+        assert_eq!(broker_of(m), "127.0.0.1:9092/1");
+        let log =
+            "[thrd:127.0.0.1:9092/1]: 127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed";
+        assert_eq!(broker_of(log), "127.0.0.1:9092/1");
     }
 
     #[test]

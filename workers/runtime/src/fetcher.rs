@@ -930,7 +930,7 @@ pub(crate) fn run<P: Processor>(
                             .fatal
                             .raise(format!("consumer fatal error {code:?}: {reason}"));
                     } else {
-                        tracing::warn!(worker = %ctx.worker, error = %e, "consumer error");
+                        ctx.connectivity.consumer_error(&e);
                     }
                     break;
                 }

@@ -108,6 +108,12 @@ pub(crate) struct Transactions {
 /// A transactional call this long is nudged (see [`Transactions::watch`]).
 const NUDGE_AFTER: Duration = Duration::from_secs(3);
 
+/// Between two nudges of one call: longer than the transactional producer's
+/// `connections.max.idle.ms` (`clients::TRANSACTIONAL_PRODUCER_DEFAULTS`), so that its idle
+/// connections close between them; each close and each reconnection is a broker state change
+/// that makes librdkafka look for the coordinator again.
+const NUDGE_EVERY: Duration = Duration::from_secs(7);
+
 /// A transactional call this long is wedged in librdkafka: twice its own timeout, and past
 /// the broker's default transaction timeout, so the transaction is lost anyway.
 const WEDGED_AFTER: Duration = Duration::from_secs(2 * CALL_TIMEOUT.as_secs());
@@ -162,6 +168,7 @@ impl Transactions {
             .name("sf-txn-watch".into())
             .spawn(move || {
                 let mut nudged_call = 0;
+                let mut last_nudge = 0;
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     let Some(txns) = weak.upgrade() else { return };
@@ -183,7 +190,10 @@ impl Transactions {
                         tracing::warn!(worker = %txns.worker, waited_ms = waited,
                             "a transaction call is waiting for its coordinator; nudging librdkafka \
                              to look it up again (confluentinc/librdkafka#5456)");
+                    } else if crate::now_ms() - last_nudge < NUDGE_EVERY.as_millis() as i64 {
+                        continue;
                     }
+                    last_nudge = crate::now_ms();
                     let _ = txns
                         .producer
                         .inner()
@@ -258,10 +268,15 @@ impl Transactions {
     fn call(&self, what: &str, f: impl Fn() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
         let mut backoff = Duration::from_millis(50);
         for attempt in 1.. {
-            self.call_started
-                .store(crate::now_ms().max(1), Ordering::Release);
+            let started = crate::now_ms().max(1);
+            self.call_started.store(started, Ordering::Release);
             let result = f();
             self.call_started.store(0, Ordering::Release);
+            let waited_ms = crate::now_ms() - started;
+            if waited_ms >= NUDGE_AFTER.as_millis() as i64 {
+                tracing::info!(worker = %self.worker, call = what, waited_ms, ok = result.is_ok(),
+                    "a transaction call that waited for its coordinator returned");
+            }
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < RETRIES && matches!(self.classify(&e), Class::Retry) => {

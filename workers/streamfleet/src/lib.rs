@@ -8,6 +8,7 @@ pub mod commands;
 pub mod delivery;
 pub mod dlq;
 pub mod fleet;
+pub mod hints;
 pub mod lag;
 pub mod loadgen;
 pub mod provision;

@@ -98,6 +98,9 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = streamfleet::hints::for_error(&e) {
+                eprintln!("hint: {hint}");
+            }
             let config_error = e.downcast_ref::<ConfigError>().is_some()
                 || matches!(
                     e.downcast_ref::<WorkerError>(),

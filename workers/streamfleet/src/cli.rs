@@ -130,9 +130,15 @@ pub struct BenchArgs {
     )]
     pub commit_records: u64,
     /// Also run a peer over the same input on the same cluster and report our figures as
-    /// ratios of its: `MODE=COMMAND` (repeatable; see scripts/bench-peers).
-    #[arg(long = "peer", value_name = "MODE=COMMAND", value_parser = parse_peer)]
-    pub peers: Vec<(BenchMode, String)>,
+    /// ratios of its: `[NAME:]MODE=COMMAND`, e.g. `python:at-least-once=...` (repeatable; the
+    /// name defaults to `peer`; see scripts/bench-peers).
+    #[arg(long = "peer", value_name = "[NAME:]MODE=COMMAND", value_parser = parse_peer)]
+    pub peers: Vec<Peer>,
+    /// A broker process of the cluster at --brokers that runs on this machine (repeatable):
+    /// its CPU is sampled over each run and reported beside the participant's, so the report
+    /// shows which side bounds a run.
+    #[arg(long = "broker-pid", value_name = "PID")]
+    pub broker_pids: Vec<u32>,
     /// Measure on the embedded cluster (the default without --brokers), even when
     /// STREAMFLEET_BROKERS is set.
     #[arg(long)]
@@ -181,16 +187,35 @@ impl BenchMode {
     }
 }
 
-fn parse_peer(s: &str) -> Result<(BenchMode, String), String> {
+/// A peer of `bench --peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// What it is (`python`, `java`); labels its rows.
+    pub name: String,
+    /// The guarantee it runs with.
+    pub mode: BenchMode,
+    /// The shell command that starts it.
+    pub command: String,
+}
+
+fn parse_peer(s: &str) -> Result<Peer, String> {
     use clap::ValueEnum as _;
-    let (mode, command) = s
+    let (head, command) = s
         .split_once('=')
-        .ok_or_else(|| format!("expected MODE=COMMAND, got {s:?}"))?;
+        .ok_or_else(|| format!("expected [NAME:]MODE=COMMAND, got {s:?}"))?;
+    let (name, mode) = head.split_once(':').unwrap_or(("peer", head));
     let mode = BenchMode::from_str(mode, false).map_err(|e| format!("{mode:?}: {e}"))?;
     if command.trim().is_empty() {
         return Err("the peer command is empty".into());
     }
-    Ok((mode, command.to_owned()))
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("the peer name {name:?} must be one word"));
+    }
+    Ok(Peer {
+        name: name.to_owned(),
+        mode,
+        command: command.to_owned(),
+    })
 }
 
 /// `streamfleet dev-cluster`.
@@ -512,7 +537,7 @@ pub struct DemoArgs {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub duration: Duration,
     /// Generated records per second.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// Brokers of the embedded cluster.
     #[arg(long, default_value_t = 3)]
@@ -571,14 +596,15 @@ pub struct ProduceArgs {
     /// Cluster.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Records to produce (default: until --duration, or until interrupted).
-    #[arg(long)]
+    /// Records to produce, the opening restocks (one per hotel) included (default: until
+    /// --duration, or until interrupted).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// How long to produce.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Records per second (default: as fast as the cluster takes them).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
     /// Load settings.
     #[command(flatten)]

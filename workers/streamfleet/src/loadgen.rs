@@ -524,19 +524,33 @@ async fn send(
     Ok(pending)
 }
 
-async fn acknowledge(pending: Vec<DeliveryFuture>) -> anyhow::Result<()> {
-    for delivery in pending {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => anyhow::bail!("producing a generated record failed: {e}"),
-            Err(_) => anyhow::bail!("producer closed while producing generated records"),
+/// Waits for every delivery; stops waiting when `stop` fires (a broker that went away would
+/// otherwise hold the command for librdkafka's `message.timeout.ms`, 5 minutes), saying that
+/// the last records may not have arrived.
+async fn acknowledge(pending: Vec<DeliveryFuture>, stop: &CancellationToken) -> anyhow::Result<()> {
+    let in_flight = pending.len();
+    let all = async {
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => anyhow::bail!("producing a generated record failed: {e}"),
+                Err(_) => anyhow::bail!("producer closed while producing generated records"),
+            }
+        }
+        Ok(())
+    };
+    tokio::select! {
+        done = all => done,
+        _ = stop.cancelled() => {
+            eprintln!("interrupted: up to {in_flight} records sent last were not confirmed by the cluster");
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Produces generated records until `limit` or `stop`, at `rate` records/s (unlimited when
-/// `None`). Every record is acknowledged before this returns; the tally counts them.
+/// `None`). Every record is acknowledged before this returns (unless `stop` fires: see
+/// `acknowledge`); the tally counts them.
 pub async fn produce(
     producer: &FutureProducer,
     generator: &mut Generator,
@@ -554,8 +568,15 @@ pub async fn produce(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent = 0u64;
     // Stock first, acknowledged, so no reservation can overtake its hotel's restock.
-    let restocks = u64::from(generator.restocks_left());
-    acknowledge(send(producer, generator, topics, restocks, &mut sent).await?).await?;
+    let mut restocks = u64::from(generator.restocks_left());
+    if let Limit::Count(n) = limit {
+        restocks = restocks.min(n);
+    }
+    acknowledge(
+        send(producer, generator, topics, restocks, &mut sent).await?,
+        stop,
+    )
+    .await?;
     progress(sent);
     loop {
         if stop.is_cancelled() {
@@ -580,7 +601,11 @@ pub async fn produce(
             Limit::Count(n) => batch.min(n.saturating_sub(sent)),
             Limit::Duration(_) => batch,
         };
-        acknowledge(send(producer, generator, topics, batch, &mut sent).await?).await?;
+        acknowledge(
+            send(producer, generator, topics, batch, &mut sent).await?,
+            stop,
+        )
+        .await?;
         progress(sent);
     }
     Ok(sent)

@@ -310,3 +310,41 @@ async fn lag_once_for_a_group_without_commits_says_so_real_broker() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
+async fn produce_count_writes_that_many_records_restocks_included_real_broker() {
+    let s = Setup::new(3);
+    assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
+    let topic = format!("{}-in", s.prefix);
+    let out = Command::new(BIN)
+        .args([
+            "produce",
+            "--brokers",
+            &s.broker.bootstrap(),
+            "--count",
+            "5",
+        ])
+        .args(["--booking-topic", &topic, "--inventory-topic", &topic])
+        .args(["--payment-topic", &topic])
+        .output()
+        .expect("streamfleet runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("a JSON summary on stdout");
+    assert_eq!(report["records"], 5, "{report}");
+    assert_eq!(report["kinds"]["Restock"], 5, "{report}");
+    assert!(report.get("payments").is_none(), "no list of payment ids");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", s.broker.bootstrap())
+        .create()
+        .unwrap();
+    let total: i64 = (0..3)
+        .map(|p| {
+            c.fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .sum();
+    assert_eq!(total, 5, "five records on the topic");
+}

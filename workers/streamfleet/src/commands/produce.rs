@@ -10,7 +10,14 @@ use crate::cli::ProduceArgs;
 use crate::loadgen::{self, Generator, Limit};
 use crate::signals;
 
-/// Produces; prints what was generated as JSON on stdout.
+/// What `produce` prints on stdout: how many records of each kind it wrote.
+#[derive(serde::Serialize)]
+struct Produced<'a> {
+    records: u64,
+    kinds: &'a std::collections::BTreeMap<loadgen::Kind, u64>,
+}
+
+/// Produces; prints how many records of each kind it wrote, as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
     let topics = args.topic_names.topics();
     let encoding = Encoding::new(args.kafka.schema_registry_url.as_deref());
@@ -48,6 +55,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
         "produced {sent} records in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    println!("{}", serde_json::to_string_pretty(generator.tally())?);
+    let tally = generator.tally();
+    let produced = Produced {
+        records: tally.total(),
+        kinds: &tally.kinds,
+    };
+    println!("{}", serde_json::to_string_pretty(&produced)?);
     Ok(0)
 }

@@ -559,8 +559,10 @@ fn an_input_the_embedded_cluster_cannot_hold_is_refused() {
 }
 
 #[test]
-fn bench_peers_runs_the_python_copiers_beside_ours() {
-    // scripts/bench-peers with Debian's python3-confluent-kafka (tests/run installs it).
+fn bench_peers_runs_the_peers_beside_ours() {
+    // scripts/bench-peers with Debian's python3-confluent-kafka (tests/run installs it), on
+    // Apache Kafka with the Java peer when the Kafka distribution is there (tests/run installs
+    // a JDK then), else on the embedded cluster with the Python peer only.
     let python = std::path::Path::new("/usr/bin/python3");
     let importable = Command::new(python)
         .args(["-c", "import confluent_kafka"])
@@ -571,31 +573,61 @@ fn bench_peers_runs_the_python_copiers_beside_ours() {
         "/usr/bin/python3 cannot import confluent_kafka: install Debian's \
          python3-confluent-kafka package (tests/run does)"
     );
+    let dist = std::env::var_os("STREAMFLEET_KAFKA_DIST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| streamfleet_tests::repo().join("../shared/kafka"));
+    let on_kafka = dist.join("kafka-cluster").exists();
     let out = Command::new(streamfleet_tests::repo().join("scripts/bench-peers"))
         .args(["--records", "2000", "--partitions", "3", "--runs", "1"])
         .args(["--no-latency-run", "--json"])
         .env("STREAMFLEET_BIN", BIN)
+        .env_remove("STREAMFLEET_BROKERS")
         .output()
         .expect("scripts/bench-peers runs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let run = |participant: &str| run_of(&report, participant, false);
+    let peers: &[&str] = if on_kafka {
+        &["python", "java"]
+    } else {
+        eprintln!(
+            "no Kafka distribution at {}: the Java peer is not run",
+            dist.display()
+        );
+        &["python"]
+    };
     // The copiers copy every record, in their own mode; ours process them.
-    for mode in ["at-least-once", "exactly-once"] {
-        let peer = run(&format!("peer {mode}"));
-        assert_eq!(peer["mode"], mode);
-        assert_eq!(peer["records"], 2000, "{peer:#}");
-        assert_eq!(peer["output_records"], 2000, "{peer:#}");
-        assert!(peer["records_per_sec"].as_f64().unwrap() > 0.0);
-        assert_eq!(run(mode)["records"], 2000);
-    }
-    let goals = goals(&report);
-    for mode in ["at-least-once", "exactly-once"] {
+    for name in peers {
+        for mode in ["at-least-once", "exactly-once"] {
+            let peer = run(&format!("{name} {mode}"));
+            assert_eq!(peer["mode"], mode);
+            assert_eq!(peer["records"], 2000, "{peer:#}");
+            assert_eq!(peer["output_records"], 2000, "{peer:#}");
+            assert!(peer["records_per_sec"].as_f64().unwrap() > 0.0);
+            assert_eq!(run(mode)["records"], 2000);
+            if on_kafka {
+                assert!(
+                    peer["cluster_cores"].as_f64().is_some_and(|c| c > 0.0),
+                    "the broker's CPU is sampled beside {name} {mode}: {peer:#}"
+                );
+            }
+        }
+        let goals = goals(&report);
         assert!(
-            goals
-                .iter()
-                .any(|g| g.contains(&format!("{mode} / peer {mode}"))),
-            "a ratio to the {mode} peer in {goals:?}"
+            goals.iter().any(|g| g.contains(&format!(
+                "passthrough / {name} at-least-once CPU per record"
+            ))),
+            "a CPU ratio to the {name} copier in {goals:?}"
+        );
+    }
+    if on_kafka {
+        assert!(
+            report["cluster"]
+                .as_str()
+                .unwrap()
+                .contains("broker processes"),
+            "{}",
+            report["cluster"]
         );
     }
 }

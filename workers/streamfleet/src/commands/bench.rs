@@ -42,20 +42,21 @@ use crate::reader::{self, Isolation};
 #[derive(Debug, Clone)]
 enum Participant {
     Ours(BenchMode),
-    Peer(BenchMode, String),
+    /// A peer: its name (`python`, `java`, ...), mode and command.
+    Peer(String, BenchMode, String),
 }
 
 impl Participant {
     fn label(&self) -> String {
         match self {
             Participant::Ours(m) => m.name().to_owned(),
-            Participant::Peer(m, _) => format!("peer {}", m.name()),
+            Participant::Peer(name, m, _) => format!("{name} {}", m.name()),
         }
     }
 
     fn mode(&self) -> BenchMode {
         match self {
-            Participant::Ours(m) | Participant::Peer(m, _) => *m,
+            Participant::Ours(m) | Participant::Peer(_, m, _) => *m,
         }
     }
 }
@@ -83,8 +84,13 @@ struct Measured {
     /// Our exactly-once runs: the worker's transaction cap (`--commit-records`).
     commit_records: Option<u64>,
     output_records: u64,
-    /// CPU seconds the embedded cluster used during the run (the whole run, start to exit).
+    /// Whether a peer (not streamfleet) ran.
+    peer: bool,
+    /// CPU seconds the cluster used from the participant's `ready` to its result (the
+    /// embedded cluster, or the `--broker-pid` processes of an external one).
     cluster_cpu_seconds: Option<f64>,
+    /// Cores the cluster kept busy over that window.
+    cluster_cores: Option<f64>,
     /// Live runs: CPU seconds this process (the load generator, producing the input at the
     /// rate) used during the run; it shares the machine's cores with the participant.
     load_cpu_seconds: Option<f64>,
@@ -108,6 +114,8 @@ struct Summary {
     cpu_spread: f64,
     /// A live run that did not keep up with its rate ([`bench::saturated`]).
     saturated: bool,
+    /// Median over the runs of the cores the cluster kept busy meanwhile, when measured.
+    cluster_cores: Option<f64>,
 }
 
 impl Summary {
@@ -165,8 +173,15 @@ fn loadavg() -> String {
 
 /// The cluster of one invocation.
 enum Cluster {
-    Embedded { child: Child, bootstrap: String },
-    External { bootstrap: String },
+    Embedded {
+        child: Child,
+        bootstrap: String,
+    },
+    External {
+        bootstrap: String,
+        /// Broker processes on this machine whose CPU is sampled (`--broker-pid`).
+        pids: Vec<u32>,
+    },
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
@@ -187,13 +202,16 @@ impl Cluster {
     fn cpu(&self) -> Option<f64> {
         match self {
             Cluster::Embedded { child, .. } => cpu_of(child.id()),
+            Cluster::External { pids, .. } if !pids.is_empty() => {
+                pids.iter().map(|p| cpu_of(*p)).sum::<Option<f64>>()
+            }
             Cluster::External { .. } => None,
         }
     }
 
     fn bootstrap(&self) -> &str {
         match self {
-            Cluster::Embedded { bootstrap, .. } | Cluster::External { bootstrap } => bootstrap,
+            Cluster::Embedded { bootstrap, .. } | Cluster::External { bootstrap, .. } => bootstrap,
         }
     }
 }
@@ -441,7 +459,7 @@ fn spawn_participant(run: &Run, env: &Env, props: &[KafkaProperty]) -> anyhow::R
             c.arg("bench-worker");
             c
         }
-        Participant::Peer(_, command) => {
+        Participant::Peer(_, _, command) => {
             let mut c = Command::new("/bin/sh");
             c.args(["-c", command]);
             c
@@ -577,7 +595,7 @@ impl Bench<'_> {
             ),
             None => None,
         };
-        let cluster_cpu = self.cluster.cpu();
+        let mut cluster_at_ready: Option<(f64, Instant)> = None;
         let load_cpu = run.rate.and_then(|_| cpu_of(std::process::id()));
         let mut child = spawn_participant(run, &env, &self.props)?;
         let events = read_events(&mut child);
@@ -599,6 +617,7 @@ impl Bench<'_> {
             }
             match event {
                 Ok(Event::Ready) => {
+                    cluster_at_ready = self.cluster.cpu().map(|c| (c, Instant::now()));
                     if let Some(rate) = run.rate {
                         let producer = self.producer.clone();
                         let topic = run.input.clone();
@@ -639,7 +658,11 @@ impl Bench<'_> {
             "{} exited with {status}",
             run.participant.label()
         );
-        let cluster_cpu_seconds = cluster_cpu.zip(self.cluster.cpu()).map(|(a, b)| b - a);
+        let cluster_cpu = cluster_at_ready
+            .zip(self.cluster.cpu())
+            .map(|((a, at), b)| (b - a, at.elapsed().as_secs_f64()));
+        let cluster_cpu_seconds = cluster_cpu.map(|(cpu, _)| cpu);
+        let cluster_cores = cluster_cpu.map(|(cpu, window)| cpu / window.max(1e-9));
         let load_cpu_seconds = load_cpu.zip(cpu_of(std::process::id())).map(|(a, b)| b - a);
         if let Some(s) = seeding {
             s.await??;
@@ -663,7 +686,9 @@ impl Bench<'_> {
             transactional_producers: ours_exactly_once.then_some(self.args.transactional_producers),
             commit_records: ours_exactly_once.then_some(self.args.commit_records),
             output_records,
+            peer: matches!(run.participant, Participant::Peer(..)),
             cluster_cpu_seconds,
+            cluster_cores,
             load_cpu_seconds,
             result,
         })
@@ -723,7 +748,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     participants.extend(
         args.peers
             .iter()
-            .map(|(m, c)| Participant::Peer(*m, c.clone())),
+            .map(|p| Participant::Peer(p.name.clone(), p.mode, p.command.clone())),
     );
 
     // Every topic of the invocation, created up front. Runs go in rounds (every participant
@@ -787,6 +812,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             create_external(b, &props, &topics).await?;
             Cluster::External {
                 bootstrap: b.clone(),
+                pids: args.broker_pids.clone(),
             }
         }
     };
@@ -803,7 +829,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 args.embedded_brokers
             )
         }
-        Cluster::External { bootstrap } => bootstrap.clone(),
+        Cluster::External { bootstrap, pids } if pids.is_empty() => bootstrap.clone(),
+        Cluster::External { bootstrap, pids } => {
+            format!("{bootstrap} (broker processes {pids:?} on this machine, CPU sampled)")
+        }
     };
     let producer: LoadProducer = Arc::new(
         clients::build(
@@ -902,6 +931,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             let results: Vec<RunResult> = runs.iter().map(|m| m.result.clone()).collect();
             let median = bench::median_result(&results);
             let mut cores: Vec<f64> = results.iter().map(RunResult::cores).collect();
+            let mut cluster_cores: Vec<f64> = runs.iter().filter_map(|m| m.cluster_cores).collect();
             Summary {
                 participant: key.0.clone(),
                 mode: runs[0].mode,
@@ -913,6 +943,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 saturated: key
                     .1
                     .is_some_and(|offered| bench::saturated(&median, offered)),
+                cluster_cores: (!cluster_cores.is_empty())
+                    .then(|| bench::median(&mut cluster_cores)),
                 median,
             }
         })
@@ -921,7 +953,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     // Nothing lost, nothing duplicated.
     let mut anomalies = Vec::new();
     for m in &measured {
-        let copies = matches!(m.mode, BenchMode::Passthrough) || m.participant.starts_with("peer");
+        let copies = matches!(m.mode, BenchMode::Passthrough) || m.peer;
         if copies && m.output_records != m.result.records {
             anomalies.push(format!(
                 "{}: {} output records for {} input records",
@@ -931,11 +963,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     let processed: Vec<&Measured> = measured
         .iter()
-        .filter(|m| {
-            m.participant != "passthrough"
-                && !m.participant.starts_with("peer")
-                && m.rate == args.rate
-        })
+        .filter(|m| m.participant != "passthrough" && !m.peer && m.rate == args.rate)
         .collect();
     if let Some(first) = processed.first()
         && processed
@@ -961,10 +989,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|m| find(m.name(), args.rate).map(|r| (*m, r)))
         .collect();
-    let peers: Vec<(BenchMode, &RunResult)> = args
+    let peers: Vec<(&str, BenchMode, &RunResult)> = args
         .peers
         .iter()
-        .filter_map(|(m, _)| find(&format!("peer {}", m.name()), args.rate).map(|r| (*m, r)))
+        .filter_map(|p| {
+            find(&format!("{} {}", p.name, p.mode.name()), args.rate)
+                .map(|r| (p.name.as_str(), p.mode, r))
+        })
         .collect();
     let latency = if live {
         find(BenchMode::AtLeastOnce.name(), args.rate)
@@ -976,7 +1007,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     };
     let peak = measured
         .iter()
-        .filter(|m| !m.participant.starts_with("peer"))
+        .filter(|m| !m.peer)
         .map(|m| m.result.peak_rss_bytes)
         .max()
         .map(|rss| (rss, args.records));
@@ -1030,7 +1061,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
     );
     println!();
     println!(
-        "{:<34} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>10} {:>10}",
+        "{:<34} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>7} {:>10} {:>10}",
         "participant",
         "records/s",
         "p50 ms",
@@ -1039,6 +1070,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
         "max ms",
         "CPU s/M",
         "cores",
+        "broker",
         "peak RSS",
         "outputs"
     );
@@ -1055,7 +1087,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
             .find(|m| m.participant == s.participant && m.rate == s.rate)
             .map_or(0, |m| m.output_records);
         println!(
-            "{:<34} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>9.2} {:>6.2} {:>8.0} MiB {:>10}",
+            "{:<34} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>9.2} {:>6.2} {:>7} {:>6.0} MiB {:>10}",
             label,
             s.median.records_per_sec,
             lat(|l| l.p50),
@@ -1064,10 +1096,17 @@ fn print_report(r: &Report, args: &BenchArgs) {
             lat(|l| l.max),
             s.cpu_seconds_per_million,
             s.cores,
+            s.cluster_cores
+                .map_or("-".to_owned(), |c| format!("{c:.2}")),
             s.median.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             outputs
         );
     }
+    println!(
+        "\ncores: CPU seconds per second of the participant's measured window; broker: the same \
+         for the\ncluster's processes, from the participant's `ready` to its result (the embedded \
+         cluster,\nor --broker-pid; '-' when not sampled)."
+    );
     if args.rate.is_none() {
         println!(
             "\nBacklog runs: latency includes the time a record waited in the backlog. Latency runs\n\

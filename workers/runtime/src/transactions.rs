@@ -150,18 +150,24 @@ impl Transactions {
     /// transactions exist.
     ///
     /// `send_offsets_to_transaction` needs the group coordinator, and librdkafka looks for a
-    /// new one only when one of its broker connections comes up or goes down: when the
-    /// coordinator dies during the call and the connections settle before it is back, the
+    /// new one only when one of the producer's broker connections comes up or goes down: when
+    /// the coordinator dies during the call and the connections settle before it is back, the
     /// call waits forever, its timeout notwithstanding (confluentinc/librdkafka#5456 and
     /// #5511, open in 2.12). Seen here: a worker frozen for minutes after the coordinator's
-    /// node was killed and restarted, in about one drill in three. A call that takes longer
-    /// than [`NUDGE_AFTER`] is nudged every second: a ListGroups request to every broker makes
-    /// the producer connect to those it is not connected to, and the connection coming up
-    /// lets librdkafka look for the coordinator again. That clears most hangs, not all (about
-    /// one drill in five still hung): a call still waiting after [`WEDGED_AFTER`] cannot be
-    /// cancelled, its thread cannot be freed, and the worker exits with [`EXIT_WEDGED`] for
-    /// its orchestrator to restart it. Nothing is lost: the transaction was never committed,
-    /// and the restarted instance aborts it and resumes from the committed offsets.
+    /// node was killed and restarted, in about one drill in three. Two things make those
+    /// state changes happen while a call waits:
+    /// - after [`NUDGE_AFTER`], and then every [`NUDGE_EVERY`], a ListGroups request to every
+    ///   broker makes the producer connect to those it is not connected to;
+    /// - a transactional producer closes connections idle for 5 s
+    ///   (`clients::TRANSACTIONAL_PRODUCER_DEFAULTS`), and a producer stuck in the call sends
+    ///   nothing, so between two nudges its connections close, and the next nudge reopens
+    ///   them.
+    /// With the nudge alone about one leader drill in seven still hung past a minute; with
+    /// both, in 20 leader drills every waiting call returned, after 4 to 21 s. A call still
+    /// waiting after [`WEDGED_AFTER`] cannot be cancelled and its thread cannot be freed: the
+    /// worker then exits with [`EXIT_WEDGED`] for its orchestrator to restart it. Nothing is
+    /// lost: the transaction was never committed, and the restarted instance aborts it and
+    /// resumes from the committed offsets.
     pub fn watch(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()

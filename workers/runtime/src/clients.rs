@@ -231,6 +231,19 @@ mod tests {
             producer(&cfg, 0).get("client.id"),
             producer(&cfg, 1).get("client.id")
         );
+        // Idle connections close only on transactional producers, and a user may say otherwise.
+        assert_eq!(
+            producer(&cfg, 0).get("connections.max.idle.ms"),
+            Some("5000")
+        );
+        cfg.kafka = vec![KafkaProperty::parse("producer.connections.max.idle.ms=60000").unwrap()];
+        assert_eq!(
+            producer(&cfg, 0).get("connections.max.idle.ms"),
+            Some("60000")
+        );
+        cfg.guarantee = crate::config::ProcessingGuarantee::AtLeastOnce;
+        cfg.kafka.clear();
+        assert_eq!(producer(&cfg, 0).get("connections.max.idle.ms"), None);
     }
 
     #[test]

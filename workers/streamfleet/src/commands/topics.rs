@@ -21,7 +21,7 @@ pub fn list(args: &TopicsArgs) -> anyhow::Result<i32> {
 }
 
 fn connect(kafka: &KafkaArgs) -> anyhow::Result<(String, Cluster)> {
-    let (brokers, props) = super::connect(&kafka)?;
+    let (brokers, props) = super::connect(kafka)?;
     let cluster = Cluster::connect(&brokers, &props)?;
     Ok((brokers, cluster))
 }

@@ -162,6 +162,7 @@ impl Transactions {
     ///   (`clients::TRANSACTIONAL_PRODUCER_DEFAULTS`), and a producer stuck in the call sends
     ///   nothing, so between two nudges its connections close, and the next nudge reopens
     ///   them.
+    ///
     /// With the nudge alone about one leader drill in seven still hung past a minute; with
     /// both, in 20 leader drills every waiting call returned, after 4 to 21 s. A call still
     /// waiting after [`WEDGED_AFTER`] cannot be cancelled and its thread cannot be freed: the

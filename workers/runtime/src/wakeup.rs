@@ -7,7 +7,7 @@
 //! long for its next fetch. Under backpressure every partition of a broker can be paused at
 //! once, and a backlog then drains in bursts: measured on the embedded cluster, at-least-once
 //! stalled for 250–600 ms about once a second and ran at 200–250 k records/s; with the
-//! wake-up, 380–490 k/s (README, Benchmarks).
+//! wake-up, 380–490 k/s (docs/benchmarks.md).
 //!
 //! Any request queued for a broker wakes its thread, which then sees the partition fetchable.
 //! The fetcher calls [`LeaderWakeup::wake`] after each resume; a thread of its own asks the

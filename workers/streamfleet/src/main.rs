@@ -9,7 +9,7 @@ use streamfleet_runtime::telemetry;
 
 /// mimalloc instead of glibc's allocator: a worker allocates and frees a few small buffers
 /// per record on many threads, and glibc's malloc/free were a fifth of the CPU profile
-/// (README, Benchmarks).
+/// (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -338,7 +338,7 @@ fn bookings(topic: &str) -> anyhow::Result<impl Iterator<Item = (Vec<u8>, Vec<u8
 /// (librdkafka's `message.max.bytes`) instead of 16 KiB. The generator shares the machine
 /// with the worker it measures; with 16 KiB batches librdkafka sent a batch whenever one
 /// filled, and at 200,000 records/s the generator took 0.5-0.8 of a core, most of what a
-/// 2-core machine had spare beside the worker (README, Benchmarks). Batches now leave when
+/// 2-core machine had spare beside the worker (docs/benchmarks.md). Batches now leave when
 /// `linger.ms` (5 ms, as for the platform's producers) expires, so a record still waits at
 /// most 5 ms in it.
 /// `-X batch.size=...` overrides it.

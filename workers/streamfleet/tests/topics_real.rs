@@ -65,6 +65,23 @@ impl Setup {
             .unwrap()
     }
 
+    /// A setup whose topics file is applied.
+    fn applied(partitions: i32) -> Self {
+        let s = Self::new(partitions);
+        let apply = s.topics(&["apply", "--yes"]);
+        assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+        s
+    }
+
+    /// `streamfleet ARGS --brokers <the broker>`.
+    fn streamfleet(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--brokers", &self.broker.bootstrap()])
+            .output()
+            .expect("streamfleet runs")
+    }
+
     fn partitions(&self, topic: &str) -> Option<usize> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.broker.bootstrap())
@@ -272,8 +289,7 @@ async fn config_drift_is_reported_and_reverted_not_on_nisshi() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS (not nisshi: it does not support CreatePartitions)"]
 async fn more_partitions_in_the_file_are_added_not_on_nisshi() {
-    let s = Setup::new(3);
-    assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
+    let s = Setup::applied(3);
     s.write(6);
     let plan = s.topics(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(2));
@@ -295,14 +311,16 @@ async fn more_partitions_in_the_file_are_added_not_on_nisshi() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
 async fn lag_once_for_a_group_without_commits_says_so_real_broker() {
-    let s = Setup::new(3);
-    assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
+    let s = Setup::applied(3);
     let topic = format!("{}-in", s.prefix);
-    let out = Command::new(BIN)
-        .args(["lag", "--brokers", &s.broker.bootstrap(), "--once"])
-        .args(["--group", "no-such-group", "--topic", &topic])
-        .output()
-        .expect("streamfleet runs");
+    let out = s.streamfleet(&[
+        "lag",
+        "--once",
+        "--group",
+        "no-such-group",
+        "--topic",
+        &topic,
+    ]);
     let err = text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -314,21 +332,19 @@ async fn lag_once_for_a_group_without_commits_says_so_real_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS"]
 async fn produce_count_writes_that_many_records_restocks_included_real_broker() {
-    let s = Setup::new(3);
-    assert_eq!(s.topics(&["apply", "--yes"]).status.code(), Some(0));
+    let s = Setup::applied(3);
     let topic = format!("{}-in", s.prefix);
-    let out = Command::new(BIN)
-        .args([
-            "produce",
-            "--brokers",
-            &s.broker.bootstrap(),
-            "--count",
-            "5",
-        ])
-        .args(["--booking-topic", &topic, "--inventory-topic", &topic])
-        .args(["--payment-topic", &topic])
-        .output()
-        .expect("streamfleet runs");
+    let out = s.streamfleet(&[
+        "produce",
+        "--count",
+        "5",
+        "--booking-topic",
+        &topic,
+        "--inventory-topic",
+        &topic,
+        "--payment-topic",
+        &topic,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("a JSON summary on stdout");

@@ -48,10 +48,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole fleet on the embedded cluster with generated load, print a live summary
     /// and a final report, and exit after --duration.
+    #[command(
+        after_help = "Examples:\n  streamfleet demo\n  streamfleet demo --duration 2m --rate 5000\n  streamfleet demo --json > report.json"
+    )]
     Demo(DemoArgs),
     /// Run one worker (one consumer-group member) against a Kafka cluster.
+    #[command(
+        after_help = "Examples:\n  streamfleet worker booking --brokers localhost:9092\n  streamfleet worker payment --brokers localhost:9092 --processing-guarantee exactly-once --instance-id payment-0\n  STREAMFLEET_BROKERS=kafka:9092 streamfleet worker inventory --http-addr 0.0.0.0:8080"
+    )]
     Worker(WorkerCommand),
     /// Produce generated booking, inventory and payment traffic into a cluster.
+    #[command(
+        after_help = "Examples:\n  streamfleet produce --brokers localhost:9092 --rate 1000 --duration 60s\n  streamfleet produce --brokers localhost:9092 --count 10000"
+    )]
     Produce(ProduceArgs),
     /// Schema tools.
     #[command(subcommand)]
@@ -63,21 +72,37 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Export the lag (offsets and seconds) of any consumer group as Prometheus metrics.
+    #[command(
+        after_help = "Examples:\n  streamfleet lag --brokers localhost:9092 --group booking --once\n  streamfleet lag --brokers localhost:9092 --group booking --http-addr 0.0.0.0:9308"
+    )]
     Lag(LagArgs),
     /// Produce keyed records with per-key sequence numbers (`key-NNNNN` → `<key>:<seq>`),
     /// the workload `verify` checks.
+    #[command(
+        after_help = "Example:\n  streamfleet seed --brokers localhost:9092 --topic drill-in --count 100000"
+    )]
     Seed(SeedArgs),
     /// Check that an output topic holds exactly the input's records, once each, in per-key
     /// order, with nothing left in an open transaction; exits 1 on any anomaly.
+    #[command(
+        after_help = "Example:\n  streamfleet verify --brokers localhost:9092 --input drill-in --output drill-out"
+    )]
     Verify(VerifyArgs),
     /// HTTP health check for container runtimes without curl: GET the URL, exit 0 on a 2xx
     /// answer and 1 otherwise (`streamfleet probe http://127.0.0.1:8080/health/ready`).
+    #[command(after_help = "Example:\n  streamfleet probe http://127.0.0.1:8080/health/ready")]
     Probe(ProbeArgs),
     /// Run librdkafka's mock cluster as a standalone process on loopback, print its bootstrap
     /// servers on stdout, and serve until interrupted: any Kafka client can use it.
+    #[command(
+        after_help = "Examples:\n  streamfleet dev-cluster\n  streamfleet dev-cluster --embedded-brokers 1 --no-topics --topic test:3"
+    )]
     DevCluster(DevClusterArgs),
     /// Measure throughput, end-to-end latency, CPU and memory of one worker over a seeded
     /// backlog (or a fixed input rate), per processing mode.
+    #[command(
+        after_help = "Examples:\n  streamfleet bench\n  streamfleet bench --brokers localhost:9092 --records 500000\n  scripts/bench-peers --records 500000        (beside Python and Java copiers, on Apache Kafka)"
+    )]
     Bench(BenchArgs),
     /// One measured worker of `streamfleet bench` (internal: started by it, settings from
     /// the BENCH_* environment).
@@ -340,6 +365,9 @@ pub struct LagArgs {
 pub enum DlqCommand {
     /// Summarise a dead-letter topic: counts by error class and message, oldest and newest,
     /// sample records with their headers.
+    #[command(
+        after_help = "Example:\n  streamfleet dlq inspect --brokers localhost:9092 --topic booking-events-dlt"
+    )]
     Inspect {
         /// Cluster.
         #[command(flatten)]
@@ -357,6 +385,9 @@ pub enum DlqCommand {
     /// Republish dead letters to their original topics (attempts start again at 1).
     /// Progress is kept in a consumer group of its own, so an interrupted replay resumes
     /// without republishing anything twice.
+    #[command(
+        after_help = "Examples:\n  streamfleet dlq replay --brokers localhost:9092 --topic payment-events-dlt --error-class retries-exhausted --dry-run\n  streamfleet dlq replay --brokers localhost:9092 --topic payment-events-dlt --since 2026-12-01T00:00:00Z"
+    )]
     Replay(ReplayArgs),
 }
 
@@ -408,6 +439,9 @@ pub struct ReplayArgs {
 pub enum TopicsCommand {
     /// Show what would change on the cluster to match the topics file: creations, partition
     /// increases, config changes (old → new), topics not in the file.
+    #[command(
+        after_help = "Example:\n  streamfleet topics plan --brokers localhost:9092 --topics topics.yaml --detailed-exitcode"
+    )]
     Plan {
         /// Planning settings.
         #[command(flatten)]
@@ -418,6 +452,9 @@ pub enum TopicsCommand {
     },
     /// Apply the plan (asks for confirmation unless --yes), then re-read the cluster and
     /// show the result. Applying twice changes nothing the second time.
+    #[command(
+        after_help = "Example:\n  streamfleet topics apply --brokers localhost:9092 --topics topics.yaml --yes"
+    )]
     Apply {
         /// Planning settings.
         #[command(flatten)]
@@ -428,6 +465,7 @@ pub enum TopicsCommand {
     },
     /// The cluster's view of the fleet's topics: partitions, replication, configs, and the
     /// consumer groups reading them with their lag.
+    #[command(after_help = "Example:\n  streamfleet topics describe --brokers localhost:9092")]
     Describe {
         /// Cluster.
         #[command(flatten)]
@@ -440,6 +478,7 @@ pub enum TopicsCommand {
         json: bool,
     },
     /// Print every topic as `name:partitions`, declared and derived, one per line.
+    #[command(after_help = "Example:\n  streamfleet topics list --topics topics.yaml")]
     List {
         /// Topics file.
         #[command(flatten)]
@@ -619,6 +658,9 @@ pub struct ProduceArgs {
 pub enum SchemasCommand {
     /// Check that every version of every schema can read every other version's records
     /// (full transitive compatibility); exits 1 otherwise.
+    #[command(
+        after_help = "Examples:\n  streamfleet schemas check\n  streamfleet schemas check --dir schemas/"
+    )]
     Check {
         /// Check the `*.vN.avsc` files under this directory instead of the built-in set.
         #[arg(long)]

@@ -22,8 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use streamfleet_runtime::RawRecord;
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::ClientScope;
 use streamfleet_runtime::embedded::EmbeddedCluster;
+use streamfleet_runtime::properties::ClientScope;
 use streamfleet_runtime::topology::Topology;
 
 /// The variable naming a real cluster.
@@ -545,12 +545,12 @@ pub fn test_config(
         "consumer.heartbeat.interval.ms=500",
     ] {
         c.kafka
-            .push(streamfleet_runtime::config::KafkaProperty::parse(p).expect("property"));
+            .push(streamfleet_runtime::properties::KafkaProperty::parse(p).expect("property"));
     }
     // SF_DEBUG=cgrp,fetch turns on librdkafka's debug contexts for the tests' workers.
     if let Ok(d) = std::env::var("SF_DEBUG") {
         c.kafka.push(
-            streamfleet_runtime::config::KafkaProperty::parse(&format!("debug={d}"))
+            streamfleet_runtime::properties::KafkaProperty::parse(&format!("debug={d}"))
                 .expect("debug property"),
         );
     }

@@ -2,14 +2,13 @@
 //! between them.
 //!
 //! Defaults come first, user properties (`-X`, `STREAMFLEET_KAFKA_*`) override them, and the
-//! properties that carry streamfleet's guarantees (see [`MANAGED_PROPERTIES`]) are set last
+//! properties that carry streamfleet's guarantees (see [`crate::properties::MANAGED_PROPERTIES`]) are set last
 //! and cannot be overridden. What a client was built with is logged once, secrets redacted.
 
 use rdkafka::ClientConfig;
 
-use crate::config::{
-    ClientScope, ConfigError, KafkaProperty, MANAGED_PROPERTIES, WorkerConfig, redact,
-};
+use crate::config::WorkerConfig;
+use crate::properties::{ClientScope, KafkaProperty, redact};
 
 /// Producer defaults of the seed system: durable (acks=all, idempotent), batched (5 ms linger,
 /// 16 KiB batches), snappy-compressed, and partitioned like the Java client so keyed records
@@ -59,27 +58,6 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("queued.min.messages", "10000"),
     ("queued.max.messages.kbytes", "16384"),
 ];
-
-/// Refuses managed, unknown or invalid properties; the error names the property.
-pub fn validate_properties(props: &[KafkaProperty]) -> Result<(), ConfigError> {
-    for p in props {
-        if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(k, _)| *k == p.key) {
-            return Err(ConfigError::Kafka {
-                property: p.key.clone(),
-                message: format!("managed by streamfleet: {why}"),
-            });
-        }
-        let mut probe = ClientConfig::new();
-        probe.set(&p.key, &p.value);
-        if let Err(e) = probe.create_native_config() {
-            return Err(ConfigError::Kafka {
-                property: p.key.clone(),
-                message: e.to_string().replace(&p.value, redact(&p.key, &p.value)),
-            });
-        }
-    }
-    Ok(())
-}
 
 /// The producer of a command-line tool (`produce`, `seed`, the demo's load): the producer
 /// defaults, the user's properties, and `client_id`.

@@ -41,6 +41,7 @@ pub mod ordering;
 pub mod processor;
 pub mod producer;
 mod progress;
+pub mod properties;
 pub mod reach;
 pub mod record;
 mod restore;

@@ -28,11 +28,11 @@ use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::clients;
-use crate::config::{ClientScope, KafkaProperty};
 use crate::events;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::ordering::META_HEADER;
+use crate::properties::{ClientScope, KafkaProperty};
 use crate::record::TopicPartition;
 use crate::state::{RestoreStatus, StateSlot};
 use crate::store::{RestoreError, StateStore};

@@ -614,6 +614,9 @@ pub struct WorkerCommand {
     /// Cluster.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Schema registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Worker settings.
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -629,12 +632,24 @@ pub struct WorkerCommand {
     pub fault_process_delay: Duration,
 }
 
+/// The schema registry, offered only by the commands that encode records (`worker`,
+/// `produce`): elsewhere records are copied or read as bytes and it would do nothing.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Confluent schema registry URL; when set, records are written with Confluent framing.
+    #[arg(long, env = "STREAMFLEET_SCHEMA_REGISTRY_URL", value_name = "URL")]
+    pub schema_registry_url: Option<String>,
+}
+
 /// `streamfleet produce`.
 #[derive(Debug, Clone, Args)]
 pub struct ProduceArgs {
     /// Cluster.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Schema registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Records to produce, the opening restocks (one per hotel) included (default: until
     /// --duration, or until interrupted).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]

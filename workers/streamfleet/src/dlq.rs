@@ -25,8 +25,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, KafkaProperty};
 use streamfleet_runtime::headers::{self, FailureInfo};
+use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 use streamfleet_runtime::{CancellationToken, ErrorClass, Headers, now_ms};
 
 use crate::delivery::DeliveryTracker;

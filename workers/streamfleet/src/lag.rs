@@ -13,9 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use streamfleet_runtime::clients;
-use streamfleet_runtime::config::{ClientScope, KafkaProperty};
 use streamfleet_runtime::metrics::Metrics;
 use streamfleet_runtime::now_ms;
+use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// The `worker` label of the exporter's series.

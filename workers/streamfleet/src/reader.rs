@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use streamfleet_runtime::clients;
-use streamfleet_runtime::config::{ClientScope, KafkaProperty};
+use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 use streamfleet_runtime::{CancellationToken, Headers};
 
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use streamfleet_runtime::config::KafkaProperty;
+use streamfleet_runtime::properties::KafkaProperty;
 
 use crate::reader::{self, Isolation};
 

@@ -194,6 +194,22 @@ fn configuration_errors_name_the_field_and_exit_2() {
             &["bench", "--brokers", "localhost:1", "--embedded-rtt", "5ms"],
             "--embedded-rtt",
         ),
+        // Offered only where records are encoded: elsewhere it would do nothing.
+        (
+            &["lag", "--group", "g", "--schema-registry-url", "http://r"],
+            "--schema-registry-url",
+        ),
+        (
+            &[
+                "dlq",
+                "replay",
+                "--topic",
+                "t-dlt",
+                "--schema-registry-url",
+                "http://r",
+            ],
+            "--schema-registry-url",
+        ),
     ];
     for (args, field) in cases {
         let out = Command::new(BIN)

@@ -28,7 +28,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use serde::Serialize;
 use streamfleet_runtime::clients::{self, PRODUCER_DEFAULTS};
-use streamfleet_runtime::config::{ClientScope, ConfigError, KafkaProperty};
+use streamfleet_runtime::config::ConfigError;
+use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 use streamfleet_runtime::{CancellationToken, now_ms};
 use streamfleet_schemas::Encoding;
 

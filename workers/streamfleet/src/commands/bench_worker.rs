@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use streamfleet_payment::GatewayConfig;
-use streamfleet_runtime::config::{
-    KafkaProperty, ProcessingGuarantee, WorkerConfig, kafka_properties_from_env,
-};
+use streamfleet_runtime::config::{ProcessingGuarantee, WorkerConfig};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::{Metrics, WorkerStats};
+use streamfleet_runtime::properties::{KafkaProperty, kafka_properties_from_env};
 use streamfleet_runtime::retry::RetryPolicy;
 use streamfleet_runtime::{CancellationToken, now_ms};
 use streamfleet_schemas::Encoding;

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
 use streamfleet_runtime::clients;
-use streamfleet_runtime::config::{KafkaProperty, WorkerConfig};
+use streamfleet_runtime::config::WorkerConfig;
 use streamfleet_runtime::embedded::{self, EmbeddedCluster};
 use streamfleet_runtime::health::Health;
 use streamfleet_runtime::metrics::{Metrics, StatsSnapshot};
+use streamfleet_runtime::properties::KafkaProperty;
 use streamfleet_runtime::topology::Topology;
 use streamfleet_runtime::{CancellationToken, http};
 use streamfleet_schemas::Encoding;
@@ -265,7 +266,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use streamfleet_runtime::config::ClientScope;
+    use streamfleet_runtime::properties::ClientScope;
 
     use super::*;
 

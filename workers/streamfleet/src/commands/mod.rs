@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
-use streamfleet_runtime::config::{KafkaArgs, KafkaProperty};
+use streamfleet_runtime::config::KafkaArgs;
+use streamfleet_runtime::properties::KafkaProperty;
 
 pub mod bench;
 pub mod bench_worker;

@@ -20,7 +20,7 @@ struct Produced<'a> {
 /// Produces; prints how many records of each kind it wrote, as JSON on stdout.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<i32> {
     let topics = args.topic_names.topics();
-    let encoding = Encoding::new(args.kafka.schema_registry_url.as_deref());
+    let encoding = Encoding::new(args.registry.schema_registry_url.as_deref());
     let mut generator = Generator::new(args.load.config(), &topics, &encoding)?;
     let (brokers, props) = super::connect(&args.kafka)?;
     let producer: FutureProducer =

@@ -69,7 +69,7 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<i32> {
         output,
         gateway,
     } = resolve(&cmd)?;
-    let encoding = Encoding::new(cmd.kafka.schema_registry_url.as_deref());
+    let encoding = Encoding::new(cmd.registry.schema_registry_url.as_deref());
     let metrics = Metrics::default();
     let health = Health::default();
     let shutdown = signals::shutdown_on_signals()?;

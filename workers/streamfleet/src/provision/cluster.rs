@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use streamfleet_runtime::clients;
-use streamfleet_runtime::config::{ClientScope, KafkaProperty};
+use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 use streamfleet_runtime::topology::Topology;
 
 use super::plan::{Action, ClusterConfig, ClusterState, ClusterTopic};

@@ -32,6 +32,7 @@ pub mod durations;
 pub mod embedded;
 mod events;
 mod fetcher;
+mod guarantee;
 pub mod headers;
 pub mod health;
 pub mod http;

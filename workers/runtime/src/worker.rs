@@ -25,6 +25,7 @@ use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::connectivity::Connectivity;
 use crate::fetcher::{self, BufferBound, FetchContext};
+use crate::guarantee::Guarantee;
 use crate::health::Readiness;
 use crate::health::{Health, HealthHandle};
 use crate::lane::{FatalSignal, LaneContext, Output, WaitingBound};
@@ -131,7 +132,7 @@ impl<P: Processor> Worker<P> {
                 self.metrics.clone(),
                 self.stats.clone(),
             ));
-            let txns = if exactly_once {
+            let guarantee = if exactly_once {
                 let txns = Arc::new(Transactions::new(
                     producer.clone(),
                     &config.worker,
@@ -149,11 +150,14 @@ impl<P: Processor> Worker<P> {
                         let id = config.transactional_id(index).unwrap_or_default();
                         WorkerError::Fatal(format!("transactional id {id}: {}", f.0))
                     })?;
-                Some(txns)
+                Guarantee::ExactlyOnce(txns)
             } else {
-                None
+                Guarantee::AtLeastOnce
             };
-            outputs.push(Output { producer, txns });
+            outputs.push(Output {
+                producer,
+                guarantee,
+            });
         }
         for (topic, policy) in &config.sources {
             self.metrics

@@ -337,8 +337,8 @@ pub(crate) fn run<P: Processor>(
         if ctx.lane_ctx.exactly_once() {
             for (group, output) in ctx.lane_ctx.outputs.iter().enumerate() {
                 if output
-                    .txns
-                    .as_ref()
+                    .guarantee
+                    .transactions()
                     .is_some_and(|t| t.due(commit_interval, commit_records))
                 {
                     ctx.commit_transaction(&consumer, group, &[]);

@@ -13,9 +13,10 @@ impl<P: Processor> FetchContext<P> {
     /// Exactly once: `group`'s transaction.
     pub(super) fn transactions(&self, group: usize) -> Arc<Transactions> {
         self.lane_ctx.outputs[group]
-            .txns
+            .guarantee
+            .transactions()
+            .expect("called on exactly-once paths only")
             .clone()
-            .expect("exactly-once")
     }
 
     /// Exactly once: commits every group's open transaction, each with the `extra` offsets of

@@ -46,6 +46,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::guarantee::Guarantee;
 use crate::headers;
 use crate::metrics::{RecordOutcome, TopicMetrics};
 use crate::processor::{ErrorClass, Processor};
@@ -53,7 +54,6 @@ use crate::producer::{Delivery, OutputProducer};
 use crate::record::{OutputRecord, RawRecord, TopicPartition};
 use crate::routing::{FailureRouter, Route, Routed};
 use crate::state::{PartitionState, StateSlot};
-use crate::transactions::Transactions;
 
 /// Records a lane takes from its queue at once (one concurrency permit per batch).
 pub const BATCH: usize = 64;
@@ -139,12 +139,12 @@ pub(crate) struct WaitingBound {
     pub bytes: usize,
 }
 
-/// A producer and, exactly once, its transaction.
+/// A transaction group: a producer and the guarantee its records commit under.
 #[derive(Clone)]
 pub(crate) struct Output {
     pub producer: Arc<OutputProducer>,
-    /// Exactly once: the open transaction and its gate.
-    pub txns: Option<Arc<Transactions>>,
+    /// Exactly once: the group's open transaction and its gate.
+    pub guarantee: Guarantee,
 }
 
 impl<P: Processor> LaneContext<P> {
@@ -160,9 +160,9 @@ impl<P: Processor> LaneContext<P> {
         &self.outputs[self.group_of(partition)]
     }
 
-    /// Whether the worker runs exactly once.
+    /// Whether the worker runs exactly once (every group has the same guarantee).
     pub fn exactly_once(&self) -> bool {
-        self.outputs.iter().any(|o| o.txns.is_some())
+        self.outputs[0].guarantee.is_exactly_once()
     }
 }
 
@@ -291,7 +291,7 @@ pub(crate) fn spawn<P: Processor>(
         key_ordered: ctx.key_ordered.contains(&*source.topic),
         source,
         producer: output.producer,
-        txns: output.txns,
+        guarantee: output.guarantee,
         ctx,
         shared: shared.clone(),
         state: slot.state.clone(),
@@ -307,7 +307,7 @@ struct Lane<P: Processor> {
     /// The producer of this lane's transaction group (the worker's one at least once).
     producer: Arc<OutputProducer>,
     /// Exactly once: the transaction of this lane's group.
-    txns: Option<Arc<Transactions>>,
+    guarantee: Guarantee,
     shared: Arc<LaneShared>,
     state: Arc<Mutex<PartitionState<P::State>>>,
     slot: Arc<StateSlot<P::State>>,
@@ -418,28 +418,16 @@ impl<P: Processor> Lane<P> {
                 }
                 let guard = state.as_mut().expect("locked above");
                 // Exactly once: no commit cuts through a record (see crate::transactions).
-                // Uncontended, the gate is one atomic. Only while a commit holds or awaits it
-                // does the lane queue behind the commit (try_read fails then, so the commit is
-                // never starved) and watch `stop`: registering with the token takes a lock,
-                // too much to pay per record.
-                let gate = match &self.txns {
-                    Some(txns) => match txns.gate.try_read() {
-                        Ok(g) => Some(g),
-                        Err(_) => tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => break 'lane,
-                            g = txns.gate.read() => Some(g),
-                        },
-                    },
-                    None => None,
+                let Ok(gate) = self.guarantee.enter(&stop).await else {
+                    break 'lane;
                 };
                 let offset = raw.offset;
                 let Some(pending) = self.handle(guard, raw, &mut processing).await else {
                     break 'lane;
                 };
-                if let Some(txns) = &self.txns {
+                if self.guarantee.is_exactly_once() {
                     self.shared.committable.store(offset + 1, Ordering::Release);
-                    txns.note_record();
+                    self.guarantee.note_record();
                 }
                 drop(gate);
                 // What held_bytes counts for the record until its ack task is done with it.

@@ -86,7 +86,7 @@ impl<P: Processor> Lane<P> {
                 Vec::new()
             }
         };
-        let changes = if self.txns.is_some() {
+        let changes = if self.guarantee.is_exactly_once() {
             // Exactly once: the changes join the record's transaction now.
             for change in changes {
                 let delivery = self.send(&raw, &change).await?;
@@ -271,9 +271,7 @@ impl<P: Processor> Lane<P> {
     /// partition is rewound and restarted by the abort); the record is processed again.
     fn transaction_failed(&self, reason: &str) {
         tracing::warn!(partition = %self.source, %reason, "the transaction failed; waiting for the abort");
-        if let Some(txns) = &self.txns {
-            txns.request_abort();
-        }
+        self.guarantee.request_abort();
     }
 }
 

@@ -79,9 +79,9 @@ pub async fn serve(
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP endpoint failed");
+            crate::events::HttpFailed { error: &e }.emit();
         }
     });
-    tracing::info!(%bound, "serving /metrics, /health/live, /health/ready");
+    crate::events::HttpServing { bound }.emit();
     Ok((bound, task))
 }

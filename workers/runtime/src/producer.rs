@@ -19,6 +19,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::connectivity::Connectivity;
+use crate::events::{self, ProduceNext};
 use crate::metrics::{Metrics, WorkerStats, bump};
 use crate::record::OutputRecord;
 
@@ -212,7 +213,12 @@ impl OutputProducer {
                     }
                     // Anything else at enqueue time (an unknown topic while metadata is being
                     // refreshed, ...) is worth another try.
-                    tracing::warn!(topic = %out.topic, error = %e, "enqueue failed, retrying");
+                    events::ProduceFailed {
+                        topic: &out.topic,
+                        error: &e,
+                        next: ProduceNext::Enqueue,
+                    }
+                    .emit();
                     tokio::time::sleep(MIN_RESEND_BACKOFF).await;
                 }
             }
@@ -245,8 +251,14 @@ impl OutputProducer {
             if is_rejection(&error) {
                 return Err(ProduceError::Rejected(error));
             }
-            tracing::warn!(topic = %out.topic, %error, backoff_ms = backoff.as_millis() as u64,
-                "delivery failed, re-sending");
+            events::ProduceFailed {
+                topic: &out.topic,
+                error: &error,
+                next: ProduceNext::Resend {
+                    backoff_ms: backoff.as_millis() as u64,
+                },
+            }
+            .emit();
             tokio::select! {
                 _ = stop.cancelled() => return Err(ProduceError::Stopped),
                 _ = tokio::time::sleep(backoff) => {}
@@ -267,7 +279,12 @@ impl OutputProducer {
             }
             Ok(Err((e, _))) => {
                 self.count_error(&out.topic);
-                tracing::warn!(topic = %out.topic, error = %e, "delivery failed; the transaction will abort");
+                events::ProduceFailed {
+                    topic: &out.topic,
+                    error: &e,
+                    next: ProduceNext::AbortTransaction,
+                }
+                .emit();
                 false
             }
             Err(_) => false,

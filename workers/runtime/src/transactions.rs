@@ -40,6 +40,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::events;
 use crate::metrics::Metrics;
 use crate::producer::OutputProducer;
 use std::sync::Arc;
@@ -185,18 +186,21 @@ impl Transactions {
                         continue;
                     }
                     if waited > WEDGED_AFTER.as_millis() as i64 {
-                        tracing::error!(worker = %txns.worker, waited_ms = waited,
-                            exit_code = EXIT_WEDGED,
-                            "a transaction call has hung in librdkafka past its timeout \
-                             (confluentinc/librdkafka#5456); exiting for a restart: the open \
-                             transaction is aborted by this instance's successor");
+                        events::TransactionCallWedged {
+                            worker: &txns.worker,
+                            waited_ms: waited,
+                            exit_code: EXIT_WEDGED,
+                        }
+                        .emit();
                         std::process::exit(EXIT_WEDGED);
                     }
                     if nudged_call != started {
                         nudged_call = started;
-                        tracing::warn!(worker = %txns.worker, waited_ms = waited,
-                            "a transaction call is waiting for its coordinator; nudging librdkafka \
-                             to look it up again (confluentinc/librdkafka#5456)");
+                        events::TransactionCallWaiting {
+                            worker: &txns.worker,
+                            waited_ms: waited,
+                        }
+                        .emit();
                     } else if crate::now_ms() - last_nudge < NUDGE_EVERY.as_millis() as i64 {
                         continue;
                     }
@@ -209,9 +213,14 @@ impl Transactions {
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!(worker = %self.worker, error = %e,
-                "cannot start the transaction watch thread; a call stuck on a lost coordinator \
-                 may wait until the worker is restarted");
+            events::ThreadNotStarted {
+                worker: &self.worker,
+                thread: "sf-txn-watch",
+                without: "a transaction call stuck on a lost coordinator may wait until the \
+                          worker is restarted",
+                error: &e,
+            }
+            .emit();
         }
     }
 
@@ -281,14 +290,24 @@ impl Transactions {
             self.call_started.store(0, Ordering::Release);
             let waited_ms = crate::now_ms() - started;
             if waited_ms >= NUDGE_AFTER.as_millis() as i64 {
-                tracing::info!(worker = %self.worker, call = what, waited_ms, ok = result.is_ok(),
-                    "a transaction call that waited for its coordinator returned");
+                events::TransactionCallReturned {
+                    worker: &self.worker,
+                    call: what,
+                    waited_ms,
+                    ok: result.is_ok(),
+                }
+                .emit();
             }
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < RETRIES && matches!(self.classify(&e), Class::Retry) => {
-                    self.metrics.transaction_error(&self.worker, "retriable");
-                    tracing::warn!(worker = %self.worker, call = what, attempt, error = %e, "retriable transaction error, retrying");
+                    events::TransactionCallRetried {
+                        worker: &self.worker,
+                        call: what,
+                        attempt,
+                        error: &e,
+                    }
+                    .emit(&self.metrics);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -431,8 +450,11 @@ impl Transactions {
     }
 
     fn abort_and_restart(&self, started: Instant, reason: String) -> Result<Finished, Fatal> {
-        self.metrics.transaction_error(&self.worker, "abortable");
-        tracing::warn!(worker = %self.worker, %reason, "aborting the transaction; rewinding to the last commit");
+        events::TransactionAborting {
+            worker: &self.worker,
+            reason: &reason,
+        }
+        .emit(&self.metrics);
         match self.call("abort_transaction", || {
             self.producer.inner().abort_transaction(CALL_TIMEOUT)
         }) {

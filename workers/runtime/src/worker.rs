@@ -24,6 +24,7 @@ use crate::clients;
 use crate::config::ProcessingGuarantee;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::connectivity::Connectivity;
+use crate::events;
 use crate::fetcher::{self, BufferBound, FetchContext};
 use crate::guarantee::Guarantee;
 use crate::health::Readiness;
@@ -177,9 +178,11 @@ impl<P: Processor> Worker<P> {
         let key_ordered = config.key_ordered();
         for (topic, _) in &config.sources {
             if !config.changelogs.contains_key(topic) {
-                tracing::warn!(worker = %config.worker, %topic,
-                    "no changelog for this source: its state (and what waits in key order) \
-                     lives in memory only and is lost on a restart or a rebalance");
+                events::StateNotDurable {
+                    worker: &config.worker,
+                    topic,
+                }
+                .emit();
             }
         }
         let lane_ctx = Arc::new(LaneContext {
@@ -223,8 +226,14 @@ impl<P: Processor> Worker<P> {
         let topics = router.subscription();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
-        tracing::info!(worker = %config.worker, group = %config.group_id, %instance,
-            guarantee = ?config.guarantee, topics = ?topics, "worker started");
+        events::WorkerStarted {
+            worker: &config.worker,
+            group: &config.group_id,
+            instance: &instance,
+            guarantee: config.guarantee,
+            topics: &topic_refs,
+        }
+        .emit();
 
         let stop = CancellationToken::new();
         let watcher = {
@@ -274,7 +283,11 @@ impl<P: Processor> Worker<P> {
         if !in_time {
             return Err(WorkerError::ShutdownTimeout(shutdown_timeout));
         }
-        tracing::info!(worker = %report.worker, stats = ?report.stats, "worker stopped cleanly");
+        events::WorkerStopped {
+            worker: &report.worker,
+            stats: &report.stats,
+        }
+        .emit();
         Ok(report)
     }
 }

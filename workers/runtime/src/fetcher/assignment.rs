@@ -121,8 +121,11 @@ impl<P: Processor> FetchContext<P> {
             let done = runtime
                 .block_on(async { tokio::time::timeout(remaining, &mut task).await.is_ok() });
             if !done {
-                tracing::warn!(worker = %self.worker, partition = %tp,
-                    "lane did not finish in time; committing what was acknowledged");
+                events::LaneTimedOut {
+                    worker: &self.worker,
+                    partition: &tp,
+                }
+                .emit();
                 task.abort();
             }
             finished.push((tp, lane.shared.committable.load(Ordering::Acquire)));

@@ -230,9 +230,11 @@ impl<P: Processor> ConsumerContext for FetchContext<P> {
         match rebalance {
             Rebalance::Assign(tpl) => self.assign(tpl),
             Rebalance::Revoke(tpl) => self.release(consumer, tpl),
-            Rebalance::Error(e) => {
-                tracing::warn!(worker = %self.worker, error = %e, "rebalance error")
+            Rebalance::Error(e) => events::RebalanceFailed {
+                worker: &self.worker,
+                error: e,
             }
+            .emit(),
         }
     }
 
@@ -277,8 +279,13 @@ pub(crate) fn run<P: Processor>(
     let wakeup = match ctx.wakeup.start(Arc::downgrade(&consumer), &ctx.worker) {
         Ok(running) => Some(running),
         Err(e) => {
-            tracing::warn!(worker = %ctx.worker, error = %e,
-                "cannot start the wake-up thread; resumed partitions may wait up to 1 s");
+            events::ThreadNotStarted {
+                worker: &ctx.worker,
+                thread: "sf-wakeup",
+                without: "resumed partitions may wait up to 1 s",
+                error: &e,
+            }
+            .emit();
             None
         }
     };
@@ -294,8 +301,13 @@ pub(crate) fn run<P: Processor>(
         {
             Ok(handle) => Some(handle),
             Err(e) => {
-                tracing::warn!(worker = %ctx.worker, error = %e,
-                    "cannot start the committer thread; the consumer thread commits");
+                events::ThreadNotStarted {
+                    worker: &ctx.worker,
+                    thread: "sf-commit",
+                    without: "the consumer thread commits",
+                    error: &e,
+                }
+                .emit();
                 None
             }
         }
@@ -367,7 +379,10 @@ pub(crate) fn run<P: Processor>(
         // taken.
         let _ = handle.join();
     }
-    tracing::info!(worker = %ctx.worker, "shutting down: finishing in-flight records");
+    events::ShutdownStarted {
+        worker: &ctx.worker,
+    }
+    .emit();
     let tps: Vec<TopicPartition> = ctx.lanes.iter().map(|l| l.key().clone()).collect();
     let lanes_in_flight = tps.len();
     let finished = ctx.stop_lanes(&tps, deadline);
@@ -394,6 +409,11 @@ pub(crate) fn run<P: Processor>(
     }
     drop(consumer);
     let in_time = Instant::now() <= deadline && flushed;
-    tracing::info!(worker = %ctx.worker, lanes = lanes_in_flight, in_time, "consumer closed");
+    events::ConsumerClosed {
+        worker: &ctx.worker,
+        lanes: lanes_in_flight,
+        in_time,
+    }
+    .emit();
     in_time
 }

@@ -158,7 +158,11 @@ impl<P: Processor> FetchContext<P> {
             tpl.add_partition(&tp.topic, tp.partition);
         }
         self.assign(&tpl);
-        tracing::warn!(worker = %self.worker, partitions = %events::summarize(&tps), %reason,
-            "transaction aborted: partitions rewound to their last committed offsets");
+        events::PartitionsRewound {
+            worker: &self.worker,
+            partitions: &tps,
+            reason,
+        }
+        .emit();
     }
 }

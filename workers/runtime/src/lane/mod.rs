@@ -46,6 +46,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::events;
 use crate::guarantee::Guarantee;
 use crate::headers;
 use crate::metrics::{RecordOutcome, TopicMetrics};
@@ -97,7 +98,7 @@ impl FatalSignal {
     pub fn raise(&self, reason: String) {
         let mut slot = self.reason.lock().expect("fatal reason lock");
         if slot.is_none() {
-            tracing::error!(%reason, "fatal error, stopping the worker");
+            events::FatalError { reason: &reason }.emit();
             *slot = Some(reason);
         }
         self.token.cancel();

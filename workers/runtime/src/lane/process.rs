@@ -270,7 +270,11 @@ impl<P: Processor> Lane<P> {
     /// Exactly once: the open transaction failed under this lane. The lane ends (its
     /// partition is rewound and restarted by the abort); the record is processed again.
     fn transaction_failed(&self, reason: &str) {
-        tracing::warn!(partition = %self.source, %reason, "the transaction failed; waiting for the abort");
+        events::TransactionFailedUnderLane {
+            partition: &self.source,
+            reason,
+        }
+        .emit();
         self.guarantee.request_abort();
     }
 }

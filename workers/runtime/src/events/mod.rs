@@ -1,6 +1,16 @@
 //! Internal events: one struct per thing that happens to a worker, each of which logs itself
 //! (with topic, partition and offset for record-level events) and counts itself where a
-//! metric exists, so a log line and its metric can never disagree.
+//! metric exists, so a log line and its metric can never disagree. Record and partition events
+//! are here; those of transactions, of producing a record and of the worker's life have a
+//! file each. Debug-level diagnostics (a client's settings, a pause) stay where they arise.
+
+mod lifecycle;
+mod produce;
+mod transaction;
+
+pub(crate) use lifecycle::*;
+pub(crate) use produce::*;
+pub(crate) use transaction::*;
 
 use crate::metrics::Metrics;
 use crate::processor::ProcessError;

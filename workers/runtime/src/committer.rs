@@ -25,8 +25,14 @@
 //! them before the partitions can be assigned again (their committed offsets forgotten). Only
 //! at-least-once uses this; an exactly-once worker commits offsets inside its transactions.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::events;
+use crate::metrics::Metrics;
+use crate::progress::Progress;
 use crate::record::TopicPartition;
 
 /// Offsets to commit, as (partition, next offset to consume).
@@ -91,6 +97,102 @@ impl CommitQueue {
     pub fn stop(&self) {
         self.pending.lock().expect("commit queue").stopped = true;
         self.ready.notify_all();
+    }
+}
+
+/// A worker's at-least-once commits: the fetcher hands offsets over ([`Self::offer`]) or,
+/// for the final commit of a revoke or a shutdown, commits them itself through
+/// [`Self::commit_final`]; the committer thread runs [`Self::run`]. Either way the commit is
+/// made here and what it committed is written to [`Progress`], the one record of committed
+/// offsets. Nothing calls back into the fetcher.
+pub(crate) struct Committer {
+    queue: CommitQueue,
+    progress: Arc<Progress>,
+    worker: String,
+    metrics: Metrics,
+}
+
+impl Committer {
+    pub fn new(worker: &str, metrics: Metrics, progress: Arc<Progress>) -> Self {
+        Self {
+            queue: CommitQueue::default(),
+            progress,
+            worker: worker.to_owned(),
+            metrics,
+        }
+    }
+
+    /// Hands `offsets` to the committer thread, replacing any it has not taken yet.
+    pub fn offer(&self, offsets: Offsets) {
+        self.queue.offer(offsets);
+    }
+
+    /// The committer thread's loop: commits what is offered, until [`Self::stop`].
+    pub fn run<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        while self.queue.wait() {
+            let _lock = self.queue.lock();
+            // A revoke may have dropped them while this thread waited for the lock.
+            if let Some(offsets) = self.queue.take() {
+                self.commit_locked(consumer, &offsets);
+            }
+        }
+    }
+
+    /// Ends [`Self::run`] once the commit in flight is done.
+    pub fn stop(&self) {
+        self.queue.stop();
+    }
+
+    /// Commits `offsets` on the calling thread and drops what the committer thread has not
+    /// taken: the revoke's and the shutdown's final commit, made after the lanes stopped, is
+    /// the newest there can be. Also the commit of a worker whose committer thread could not
+    /// start.
+    pub fn commit_final<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(TopicPartition, i64)],
+    ) {
+        let _lock = self.queue.lock_dropping_pending();
+        self.commit_locked(consumer, offsets);
+    }
+
+    /// Partitions were lost: what the committer has not taken belongs to partitions another
+    /// member may own already. Waits for a commit in flight, then drops the rest.
+    pub fn drop_pending(&self) {
+        drop(self.queue.lock_dropping_pending());
+    }
+
+    /// Commits (synchronously) the offsets ahead of what is committed; call holding the
+    /// commit lock.
+    fn commit_locked<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(TopicPartition, i64)],
+    ) {
+        let ahead: Vec<&(TopicPartition, i64)> = offsets
+            .iter()
+            .filter(|(tp, offset)| self.progress.is_ahead(tp, *offset))
+            .collect();
+        if ahead.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in &ahead {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                let now = crate::lane::now_ms();
+                for (tp, offset) in ahead {
+                    self.progress.committed(tp, *offset, now);
+                }
+            }
+            Err(e) => events::CommitFailed {
+                worker: &self.worker,
+                error: &e,
+            }
+            .emit(&self.metrics),
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! Where each assigned partition stands, and the lag gauges derived from it.
+//! Where each assigned partition stands, and the lag gauges derived from it. The book is the
+//! one record of each partition's committed offset: both commit paths (at least once through
+//! [`crate::committer`], exactly once through the transactions) write it here and ask it
+//! whether an offset is ahead; a rewind reads it.
 //!
 //! The fetcher notes every record it hands to a lane as (offset, timestamp). A record leaves
 //! this book when its offset is committed, which is when its end-to-end latency (timestamp →
@@ -115,6 +118,20 @@ impl Progress {
         if let Some(tap) = tap.filter(|_| !tapped.is_empty()) {
             tap(&tapped);
         }
+    }
+
+    /// The last offset committed for `tp` since it was assigned, if any.
+    pub fn committed_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.books
+            .lock()
+            .expect("progress lock")
+            .get(tp)
+            .and_then(|b| b.committed)
+    }
+
+    /// Whether committing `offset` would move `tp` forward (`-1`: nothing to commit yet).
+    pub fn is_ahead(&self, tp: &TopicPartition, offset: i64) -> bool {
+        offset >= 0 && self.committed_offset(tp).is_none_or(|c| c < offset)
     }
 
     /// The partition's high watermark, from statistics.

@@ -101,7 +101,6 @@ impl<P: Processor> FetchContext<P> {
     pub(super) fn forget(&self, tps: &[TopicPartition]) {
         for tp in tps {
             self.progress.released(tp);
-            self.committed.remove(tp);
             self.first_offsets.remove(tp);
         }
     }
@@ -149,7 +148,7 @@ impl<P: Processor> FetchContext<P> {
         if consumer.assignment_lost() {
             // Whatever the committer has not taken belongs to partitions another member may
             // own already; waiting for the lock lets a commit in flight finish first.
-            drop(self.commits.lock_dropping_pending());
+            self.committer.drop_pending();
             for task in self.drop_lanes(&tps) {
                 task.abort();
             }
@@ -172,7 +171,7 @@ impl<P: Processor> FetchContext<P> {
         if self.lane_ctx.exactly_once() {
             self.commit_transactions(consumer, &finished);
         } else {
-            self.commit_offsets(consumer, &finished);
+            self.committer.commit_final(consumer, &finished);
         }
         self.forget(&tps);
         self.drop_unused_states(&tps);

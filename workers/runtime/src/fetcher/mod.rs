@@ -2,8 +2,9 @@
 //!
 //! This file holds the consumer's context and the fetch loop; each of its jobs has a file:
 //! `assignment` (lanes for assigned partitions, revoke, loss), `backpressure` (stashes, pause
-//! and resume), `commits` (at least once), `transactional` (exactly once: commit, abort,
-//! rewind) and `reporting` (the gauges).
+//! and resume), `commits` (at least once: the offsets due; [`crate::committer`] commits
+//! them), `transactional` (exactly once: commit, abort, rewind) and `reporting` (the gauges).
+//! Committed offsets are kept in one place, [`crate::progress`], whichever path commits.
 //!
 //! One OS thread per worker owns the librdkafka consumer and calls `poll`; rebalance
 //! callbacks therefore run on it too and may block it (which is what a rebalance must do:
@@ -60,12 +61,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::committer::{CommitQueue, Offsets};
+use crate::committer::{Committer, Offsets};
 use crate::connectivity::Connectivity;
 use crate::events;
 use crate::health::Readiness;
@@ -125,11 +126,11 @@ pub(crate) struct FetchContext<P: Processor> {
     /// First offset handed to each lane: where to rewind a partition with no commit yet.
     first_offsets: DashMap<TopicPartition, i64, FastHash>,
     stash: Mutex<HashMap<TopicPartition, Stash, FastHash>>,
-    committed: DashMap<TopicPartition, i64, FastHash>,
-    /// At-least-once: the offsets handed to the committer thread ([`crate::committer`]).
-    commits: CommitQueue,
+    /// At-least-once: the commits ([`crate::committer`]).
+    pub committer: Committer,
     topic_metrics: DashMap<Arc<str>, TopicMetrics, FastHash>,
-    progress: Progress,
+    /// Where each partition stands, its committed offset included.
+    progress: Arc<Progress>,
     pub lane_ctx: Arc<LaneContext<P>>,
     pub runtime: tokio::runtime::Handle,
     pub bound: BufferBound,
@@ -159,17 +160,17 @@ impl<P: Processor> FetchContext<P> {
         restorer: Restorer,
         connectivity: Arc<Connectivity>,
     ) -> Self {
+        let progress = Arc::new(Progress::new(&worker, &group, metrics.clone()));
         Self {
             connectivity,
-            progress: Progress::new(&worker, &group, metrics.clone()),
+            committer: Committer::new(&worker, metrics.clone(), progress.clone()),
+            progress,
             worker,
             group,
             lanes: DashMap::default(),
             states: DashMap::default(),
             first_offsets: DashMap::default(),
             stash: Mutex::new(HashMap::default()),
-            committed: DashMap::default(),
-            commits: CommitQueue::default(),
             topic_metrics: DashMap::default(),
             lane_ctx,
             runtime,
@@ -297,7 +298,7 @@ pub(crate) fn run<P: Processor>(
         let for_thread = consumer.clone();
         match std::thread::Builder::new()
             .name("sf-commit".into())
-            .spawn(move || for_thread.context().run_committer(&for_thread))
+            .spawn(move || for_thread.context().committer.run(&for_thread))
         {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -360,8 +361,8 @@ pub(crate) fn run<P: Processor>(
             let offsets = ctx.due_offsets();
             if !offsets.is_empty() {
                 match committer {
-                    Some(_) => ctx.commits.offer(offsets),
-                    None => ctx.commit_offsets(&consumer, &offsets),
+                    Some(_) => ctx.committer.offer(offsets),
+                    None => ctx.committer.commit_final(&consumer, &offsets),
                 }
             }
             last_commit = Instant::now();
@@ -373,7 +374,7 @@ pub(crate) fn run<P: Processor>(
     }
 
     let deadline = Instant::now() + shutdown_timeout;
-    ctx.commits.stop();
+    ctx.committer.stop();
     if let Some(handle) = committer {
         // It finishes the commit in flight; the final commit below supersedes what it had not
         // taken.
@@ -401,7 +402,7 @@ pub(crate) fn run<P: Processor>(
     if ctx.lane_ctx.exactly_once() {
         ctx.commit_transactions(&consumer, &finished);
     } else {
-        ctx.commit_offsets(&consumer, &finished);
+        ctx.committer.commit_final(&consumer, &finished);
     }
     ctx.forget(&tps);
     if let Some(running) = wakeup {

@@ -58,7 +58,7 @@ impl<P: Processor> FetchContext<P> {
                 )
             })
             .chain(extra.iter().cloned())
-            .filter(|(tp, o)| *o >= 0 && self.committed.get(tp).is_none_or(|c| *c < *o))
+            .filter(|(tp, o)| self.progress.is_ahead(tp, *o))
             .collect();
         offsets.sort();
         offsets.dedup();
@@ -71,7 +71,6 @@ impl<P: Processor> FetchContext<P> {
                 let now = crate::lane::now_ms();
                 for (tp, o) in offsets {
                     self.progress.committed(&tp, o, now);
-                    self.committed.insert(tp, o);
                 }
             }
             Ok(Finished::Empty) => {}
@@ -111,9 +110,8 @@ impl<P: Processor> FetchContext<P> {
             .iter()
             .map(|tp| {
                 let target = self
-                    .committed
-                    .get(tp)
-                    .map(|c| *c)
+                    .progress
+                    .committed_offset(tp)
                     .or_else(|| self.first_offsets.get(tp).map(|f| *f));
                 (tp.clone(), target)
             })

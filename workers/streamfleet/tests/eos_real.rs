@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
-use streamfleet::verify;
+use streamfleet::{reader, verify};
 use streamfleet_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamfleet");
@@ -194,6 +194,43 @@ fn dump_logs(dir: &Path) {
     }
 }
 
+impl Cluster {
+    /// Prints the logs, and where each sampled duplicate or missing record sits: its input
+    /// partition and offset, and every copy the output holds (read_committed and not), with
+    /// timestamps to set beside the logs' — what an anomaly needs to be traced to a crash,
+    /// a rebalance or a commit.
+    fn explain(&self, v: &verify::Verification) {
+        dump_logs(self.logs.path());
+        let read = |topic: &str, isolation| {
+            reader::read_all(&self.broker.bootstrap(), &[], topic, isolation).unwrap_or_default()
+        };
+        let input = read(&self.input, reader::Isolation::ReadCommitted);
+        let committed = read(&self.output, reader::Isolation::ReadCommitted);
+        let everything = read(&self.output, reader::Isolation::ReadUncommitted);
+        let value = |r: &reader::Fetched| {
+            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+        };
+        for sample in &v.comparison.samples {
+            let Some((_, wanted)) = sample.split_once(" = ") else {
+                continue;
+            };
+            let at = |records: &[reader::Fetched]| -> Vec<String> {
+                records
+                    .iter()
+                    .filter(|r| value(r) == wanted)
+                    .map(|r| format!("p{}@{} ts {:?}", r.partition, r.offset, r.timestamp))
+                    .collect()
+            };
+            eprintln!(
+                "{sample}: input {:?}; output committed {:?}; output incl. aborted {:?}",
+                at(&input),
+                at(&committed),
+                at(&everything)
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real broker: set KAFKA_BOOTSTRAP_SERVERS (not nisshi: it delivers records of aborted transactions to read_committed consumers)"]
 async fn three_crashes_lose_and_duplicate_nothing_not_on_nisshi() {
@@ -222,7 +259,7 @@ async fn three_crashes_lose_and_duplicate_nothing_not_on_nisshi() {
     stop(b);
     let v = c.verify().await;
     if v.anomalies() > 0 {
-        dump_logs(c.logs.path());
+        c.explain(&v);
     }
     assert_eq!(v.anomalies(), 0, "{v:?}");
     assert_eq!(v.output_records, 100_000);
@@ -266,7 +303,7 @@ async fn a_zombie_adds_no_duplicate_not_on_nisshi() {
     stop(b);
     let v = c.verify().await;
     if v.anomalies() > 0 {
-        dump_logs(c.logs.path());
+        c.explain(&v);
     }
     // b took over from the last committed offsets, so every record the zombie wrote after it
     // woke up is one b wrote too: visible, it would be a duplicate.

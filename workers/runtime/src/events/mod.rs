@@ -71,6 +71,38 @@ impl Rebalanced<'_> {
     }
 }
 
+/// The client delivered a record at an offset already handed to the partition's lane
+/// (logged at the first of a run of them; every one is counted).
+pub(crate) struct RecordsRedelivered<'a> {
+    pub worker: &'a str,
+    pub partition: &'a TopicPartition,
+    pub offset: i64,
+    pub next: i64,
+}
+
+impl RecordsRedelivered<'_> {
+    pub fn emit(self) {
+        tracing::warn!(worker = self.worker, partition = %self.partition, offset = self.offset,
+            next = self.next,
+            "the Kafka client delivered records again that were handed over already; \
+             dropping them so their outputs are not produced twice");
+    }
+}
+
+/// A run of redelivered records ended: the client is past them again.
+pub(crate) struct RedeliveryOver<'a> {
+    pub worker: &'a str,
+    pub partition: &'a TopicPartition,
+    pub dropped: u64,
+}
+
+impl RedeliveryOver<'_> {
+    pub fn emit(self) {
+        tracing::info!(worker = self.worker, partition = %self.partition,
+            dropped = self.dropped, "redelivered records dropped; consuming new records again");
+    }
+}
+
 /// A commit failed (it is retried with the next commit; nothing is lost, at worst
 /// reprocessed).
 pub(crate) struct CommitFailed<'a> {

@@ -101,7 +101,7 @@ impl<P: Processor> FetchContext<P> {
     pub(super) fn forget(&self, tps: &[TopicPartition]) {
         for tp in tps {
             self.progress.released(tp);
-            self.first_offsets.remove(tp);
+            self.positions.remove(tp);
         }
     }
 

@@ -22,6 +22,59 @@ pub(super) fn pause<C: ConsumerContext>(
     }
 }
 
+/// The offsets a partition has handed to its lane since it was assigned (or rewound).
+///
+/// Offsets only grow within an assignment (transaction markers leave gaps), so a record below
+/// `next` is one the client delivered again: librdkafka has had several such bugs around
+/// pause, resume and seek (confluentinc/librdkafka#1802, #2593, #4637). Its lane has the first
+/// delivery already, so processing it again would duplicate its outputs (twice in one
+/// committed transaction, exactly once); it is dropped and counted instead.
+pub(crate) struct Position {
+    /// The first offset: where an abort rewinds a partition that has no commit yet.
+    pub(super) first: i64,
+    /// One past the last offset handed over.
+    next: i64,
+    /// Redelivered records dropped since the last record handed over.
+    dropping: u64,
+}
+
+/// What [`Position::observe`] made of an offset.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// A new record: hand it over.
+    Next,
+    /// Handed over already: drop it.
+    Redelivered { first_of_run: bool },
+    /// A new record after `dropped` redelivered ones.
+    NextAfterRedelivered { dropped: u64 },
+}
+
+impl Position {
+    /// The position of a partition whose first record is at `offset`.
+    pub(crate) fn new(offset: i64) -> Self {
+        Self {
+            first: offset,
+            next: offset + 1,
+            dropping: 0,
+        }
+    }
+
+    /// Takes the next record's offset.
+    pub(crate) fn observe(&mut self, offset: i64) -> Observed {
+        if offset < self.next {
+            self.dropping += 1;
+            return Observed::Redelivered {
+                first_of_run: self.dropping == 1,
+            };
+        }
+        self.next = offset + 1;
+        match std::mem::take(&mut self.dropping) {
+            0 => Observed::Next,
+            dropped => Observed::NextAfterRedelivered { dropped },
+        }
+    }
+}
+
 /// Records of one partition fetched but not yet taken by its lane.
 #[derive(Default)]
 pub(super) struct Stash {
@@ -34,6 +87,9 @@ pub(super) struct Stash {
 impl<P: Processor> FetchContext<P> {
     pub(super) fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
         let tp = raw.topic_partition();
+        if self.redelivered(&tp, raw.offset) {
+            return;
+        }
         let mut stashes = self.stash.lock().expect("stash lock");
         let bytes = raw.footprint();
         if let Some(stash) = stashes.get_mut(&tp) {
@@ -60,9 +116,6 @@ impl<P: Processor> FetchContext<P> {
             return;
         };
         self.progress.fetched(&tp, raw.offset, raw.timestamp);
-        if !self.first_offsets.contains_key(&tp) {
-            self.first_offsets.insert(tp.clone(), raw.offset);
-        }
         let held = lane.shared.held_bytes.load(Ordering::Relaxed);
         if held > 0 && held + bytes > self.partition_bytes() {
             // The lane holds the partition's share of memory already.
@@ -91,6 +144,44 @@ impl<P: Processor> FetchContext<P> {
             }
             Offered::Closed(raw) => {
                 tracing::debug!(partition = %tp, offset = raw.offset, "lane closed; record left uncommitted");
+            }
+        }
+    }
+
+    /// Whether `offset` of `tp` was handed over already (then it is dropped and counted);
+    /// otherwise it becomes the partition's position. Records of partitions without a lane
+    /// are not tracked: they are not handed over.
+    fn redelivered(&self, tp: &TopicPartition, offset: i64) -> bool {
+        if !self.lanes.contains_key(tp) {
+            return false;
+        }
+        let Some(mut position) = self.positions.get_mut(tp) else {
+            self.positions.insert(tp.clone(), Position::new(offset));
+            return false;
+        };
+        match position.observe(offset) {
+            Observed::Next => false,
+            Observed::Redelivered { first_of_run } => {
+                if first_of_run {
+                    events::RecordsRedelivered {
+                        worker: &self.worker,
+                        partition: tp,
+                        offset,
+                        next: position.next,
+                    }
+                    .emit();
+                }
+                self.topic_metrics(&tp.topic).redelivered.inc();
+                true
+            }
+            Observed::NextAfterRedelivered { dropped } => {
+                events::RedeliveryOver {
+                    worker: &self.worker,
+                    partition: tp,
+                    dropped,
+                }
+                .emit();
+                false
             }
         }
     }
@@ -154,5 +245,34 @@ impl<P: Processor> FetchContext<P> {
             !stash.queue.is_empty() || stash.paused
         });
         !stashes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Observed, Position};
+
+    #[test]
+    fn offsets_below_the_position_are_redeliveries_and_gaps_are_not() {
+        let mut p = Position::new(10);
+        assert_eq!(p.observe(11), Observed::Next);
+        // Transaction markers leave gaps.
+        assert_eq!(p.observe(14), Observed::Next);
+        assert_eq!(p.observe(10), Observed::Redelivered { first_of_run: true });
+        assert_eq!(
+            p.observe(11),
+            Observed::Redelivered {
+                first_of_run: false
+            }
+        );
+        assert_eq!(
+            p.observe(14),
+            Observed::Redelivered {
+                first_of_run: false
+            }
+        );
+        assert_eq!(p.observe(15), Observed::NextAfterRedelivered { dropped: 3 });
+        assert_eq!(p.observe(16), Observed::Next);
+        assert_eq!(p.first, 10);
     }
 }

@@ -112,7 +112,7 @@ impl<P: Processor> FetchContext<P> {
                 let target = self
                     .progress
                     .committed_offset(tp)
-                    .or_else(|| self.first_offsets.get(tp).map(|f| *f));
+                    .or_else(|| self.positions.get(tp).map(|p| p.first));
                 (tp.clone(), target)
             })
             .collect();

@@ -60,6 +60,7 @@ pub struct Metrics {
     commit_failures: IntCounterVec,
     consumer_lag_max: IntGaugeVec,
     pauses: IntCounterVec,
+    redelivered: IntCounterVec,
     buffered_bytes: IntGaugeVec,
     retry_lateness: HistogramVec,
     partition_lag: IntGaugeVec,
@@ -216,6 +217,14 @@ impl Metrics {
                 "Times a partition was paused because its lane's buffer was full (backpressure).",
                 &["worker", "topic"],
             ),
+            redelivered: counter(
+                r,
+                "streamfleet_redelivered_records_total",
+                "Records the Kafka client delivered again at an offset already handed to a lane \
+                 in this assignment; dropped, since processing them again would duplicate \
+                 their outputs.",
+                &["worker", "topic"],
+            ),
             buffered_bytes: gauge(
                 r,
                 "streamfleet_buffered_bytes",
@@ -366,6 +375,7 @@ impl Metrics {
         TopicMetrics {
             consumed: self.consumed.with_label_values(&l),
             pauses: self.pauses.with_label_values(&l),
+            redelivered: self.redelivered.with_label_values(&l),
             retry_lateness: self.retry_lateness.with_label_values(&l),
             processing: self.processing.with_label_values(&l),
             end_to_end: self.end_to_end.with_label_values(&l),
@@ -537,6 +547,7 @@ fn advance(counter: &IntCounter, total: i64) {
 pub struct TopicMetrics {
     pub(crate) consumed: IntCounter,
     pub(crate) pauses: IntCounter,
+    pub(crate) redelivered: IntCounter,
     pub(crate) retry_lateness: Histogram,
     pub(crate) processing: Histogram,
     pub(crate) end_to_end: Histogram,

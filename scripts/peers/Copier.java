@@ -1,5 +1,5 @@
 // A minimal Kafka copier on the Apache Kafka Java client: the Java peer that
-// `streamfleet bench --peer MODE=...` (scripts/bench-peers) measures beside streamfleet and
+// `streamfleet-bench --peer MODE=...` (scripts/bench-peers) measures beside streamfleet and
 // scripts/peers/copier.py. Same protocol and semantics as copier.py:
 //
 //   at-least-once  the producer's deliveries are awaited (flush) before the consumed offsets

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A minimal Kafka copier written with confluent-kafka: the independent peer that
-`streamfleet bench --peer MODE=...` (scripts/bench-peers) measures beside streamfleet.
+`streamfleet-bench --peer MODE=...` (scripts/bench-peers) measures beside streamfleet.
 
 It copies BENCH_RECORDS records from BENCH_INPUT to BENCH_OUTPUT (key, value and headers,
 unchanged) as consumer group BENCH_GROUP, the way a careful Python service would:
@@ -12,8 +12,8 @@ unchanged) as consumer group BENCH_GROUP, the way a careful Python service would
                  the consumer reads read_committed.
 
 Producer settings are streamfleet's defaults (acks=all, idempotence, linger 5 ms, batch 16 KiB,
-snappy, murmur2_random partitioner). It speaks the participant protocol of `streamfleet bench`
-(see workers/streamfleet/src/bench.rs): settings from BENCH_* variables; on stdout `ready`
+snappy, murmur2_random partitioner). It speaks the participant protocol of `streamfleet-bench`
+(see workers/bench/src/measure.rs): settings from BENCH_* variables; on stdout `ready`
 once partitions are assigned, `progress <n>`, and `result <json>`. The clock runs from the
 first consumed record to the N-th record done (delivered at-least-once, committed
 exactly-once); CPU is this process's user + system time over that window.

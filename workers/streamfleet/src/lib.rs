@@ -2,7 +2,6 @@
 //! binary runs.
 
 pub mod accounting;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod delivery;
@@ -11,6 +10,7 @@ pub mod fleet;
 pub mod hints;
 pub mod lag;
 pub mod loadgen;
+pub mod process;
 pub mod provision;
 pub mod reader;
 pub mod signals;

@@ -26,33 +26,11 @@ fn default_sigpipe() {
     }
 }
 
-/// Transparent huge pages off for this process and the ones it starts, unless
-/// `MIMALLOC_ALLOW_THP` is set (then mimalloc's own setting applies). mimalloc asks the
-/// kernel to back its memory with 2 MiB pages, and a worker touches that memory sparsely:
-/// the kernel zeroed a whole 2 MiB page for the first touch of each, which was 5 % of the
-/// worker's CPU samples, and peak RSS was a fifth higher.
-#[allow(unsafe_code)]
-fn no_transparent_huge_pages() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE passes no pointers; it sets one flag of this process, which
-    // its children inherit. It fails only on kernels without it, where there is nothing to do.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 fn main() {
-    no_transparent_huge_pages();
+    streamfleet::process::no_transparent_huge_pages();
     let cli = Cli::parse();
     let long_running = match &cli.command {
-        Command::Worker(_)
-        | Command::Demo(_)
-        | Command::DevCluster(_)
-        | Command::Bench(_)
-        | Command::BenchWorker => true,
+        Command::Worker(_) | Command::Demo(_) | Command::DevCluster(_) => true,
         Command::Lag(args) => !args.once,
         _ => false,
     };
@@ -90,8 +68,6 @@ fn main() {
             Command::Verify(args) => commands::sequence::verify(args).await,
             Command::Probe(args) => commands::probe::run(args).await,
             Command::DevCluster(args) => commands::dev_cluster::run(args).await,
-            Command::Bench(args) => commands::bench::run(args).await,
-            Command::BenchWorker => commands::bench_worker::run().await,
         }
     });
     let code = match result {

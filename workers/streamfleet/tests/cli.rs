@@ -190,10 +190,6 @@ fn configuration_errors_name_the_field_and_exit_2() {
             &["dev-cluster", "--embedded-rtt", "500us"],
             "--embedded-rtt",
         ),
-        (
-            &["bench", "--brokers", "localhost:1", "--embedded-rtt", "5ms"],
-            "--embedded-rtt",
-        ),
         // Offered only where records are encoded: elsewhere it would do nothing.
         (
             &["lag", "--group", "g", "--schema-registry-url", "http://r"],

@@ -1,5 +1,5 @@
 //! `streamfleet dev-cluster`: librdkafka's mock cluster as a standalone process, for any
-//! Kafka client on this machine (kcat, confluent-kafka, workers, `streamfleet bench`).
+//! Kafka client on this machine (kcat, confluent-kafka, workers, `streamfleet-bench`).
 //!
 //! The bootstrap servers are the first and only line on stdout, so scripts can read them:
 //! `B=$(streamfleet dev-cluster & ...)`; everything else goes to stderr. The topics of the

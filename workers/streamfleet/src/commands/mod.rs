@@ -3,8 +3,6 @@
 use streamfleet_runtime::config::KafkaArgs;
 use streamfleet_runtime::properties::KafkaProperty;
 
-pub mod bench;
-pub mod bench_worker;
 pub mod demo;
 mod demo_view;
 pub mod dev_cluster;

@@ -1,7 +1,7 @@
-//! `streamfleet bench-worker` (hidden): one measured participant of `streamfleet bench`.
+//! `streamfleet-bench participant` (hidden): one measured participant of `streamfleet-bench`.
 //!
 //! It runs one worker in this process — passthrough, or the booking processor at-least-once
-//! or exactly-once — on the `BENCH_*` settings, and measures it as [`crate::bench`] describes:
+//! or exactly-once — on the `BENCH_*` settings, and measures it as [`crate::measure`] describes:
 //! the end-to-end latency of every committed record comes from the runtime's end-to-end tap,
 //! progress from the worker's live totals (atomics, read every [`TICK`] by a thread that does
 //! nothing else: the clock's resolution, a few thousandths of a benchmark window, for a
@@ -23,9 +23,9 @@ use streamfleet_runtime::retry::RetryPolicy;
 use streamfleet_runtime::{CancellationToken, now_ms};
 use streamfleet_schemas::Encoding;
 
-use crate::bench::{self, Env, Latency, RunResult};
 use crate::cli::BenchMode;
-use crate::fleet::{Fleet, WorkerKind};
+use crate::measure::{self, Env, Latency, RunResult};
+use streamfleet::fleet::{Fleet, WorkerKind};
 
 /// How often the clock thread looks at the totals.
 const TICK: Duration = Duration::from_millis(5);
@@ -131,7 +131,7 @@ pub async fn run() -> anyhow::Result<i32> {
                 while stats.consumed.load(Ordering::Relaxed) == 0 {
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                let (start, cpu_start) = (Instant::now(), bench::process_cpu());
+                let (start, cpu_start) = (Instant::now(), measure::process_cpu());
                 measure_from.store(now_ms() + warmup_ms, Ordering::Relaxed);
                 // BENCH_TRACE=1: the totals on stderr at every progress line, to see where
                 // records wait (consumed but not finished: in the lanes; finished but not
@@ -153,14 +153,14 @@ pub async fn run() -> anyhow::Result<i32> {
                         finished(&stats)
                     };
                     if done >= records {
-                        return Some((start.elapsed(), bench::process_cpu() - cpu_start));
+                        return Some((start.elapsed(), measure::process_cpu() - cpu_start));
                     }
                     if last_report.elapsed() >= Duration::from_millis(250) {
                         last_report = Instant::now();
                         say(&format!("progress {done}"));
                         if trace {
                             eprintln!(
-                                "bench-worker: t={}ms consumed={} finished={} committed={} produced={} pauses={}",
+                                "participant: t={}ms consumed={} finished={} committed={} produced={} pauses={}",
                                 start.elapsed().as_millis(),
                                 stats.consumed.load(Ordering::Relaxed),
                                 finished(&stats),
@@ -201,7 +201,7 @@ pub async fn run() -> anyhow::Result<i32> {
         records_per_sec: records as f64 / elapsed.as_secs_f64(),
         latency_ms: latency,
         cpu_seconds: cpu.as_secs_f64(),
-        peak_rss_bytes: bench::peak_rss(),
+        peak_rss_bytes: measure::peak_rss(),
         transactions: exactly_once.then(|| metrics.transactions_total(&worker, true)),
     };
     say(&format!("result {}", serde_json::to_string(&result)?));

@@ -2,11 +2,11 @@
 //! runs are combined, and the performance targets, each a ratio measured in one run.
 //!
 //! ```text
-//!  streamfleet bench (orchestrator, not measured)
+//!  streamfleet-bench (orchestrator, not measured)
 //!    ├─ dev-cluster child (embedded) or --brokers      the cluster
 //!    ├─ seeds the input: N booking events (Avro, keyed by booking id)
 //!    └─ per run, one participant child process, measured alone:
-//!         streamfleet bench-worker   (our worker, in a mode)
+//!         streamfleet-bench participant   (our worker, in a mode)
 //!         a peer command              (scripts/peers/copier.py, ...)
 //! ```
 //!
@@ -133,7 +133,7 @@ impl Env {
         use clap::ValueEnum as _;
         let get = |name: &str| {
             std::env::var(name)
-                .map_err(|_| anyhow::anyhow!("{name} is not set (started by `streamfleet bench`?)"))
+                .map_err(|_| anyhow::anyhow!("{name} is not set (started by `streamfleet-bench`?)"))
         };
         fn parsed<T: std::str::FromStr>(name: &str, value: &str) -> anyhow::Result<T>
         where

@@ -1,12 +1,12 @@
-//! `streamfleet bench`: the orchestrator. It is never measured itself; see [`crate::bench`]
+//! `streamfleet-bench`: the orchestrator. It is never measured itself; see [`crate::measure`]
 //! for what is measured and how.
 //!
-//! 1. A cluster: a `streamfleet dev-cluster` child (the default: librdkafka's mock cluster in
+//! 1. A cluster: a `streamfleet-bench dev-cluster` child (`streamfleet dev-cluster`) (the default: librdkafka's mock cluster in
 //!    a process of its own, so its CPU and memory are not the worker's), or `--brokers`.
 //!    Every topic of the invocation is created up front.
 //! 2. Backlog runs: N booking events are seeded once; then `--runs` rounds, each running
 //!    every mode once and then the peers (`--peer MODE=COMMAND`), on the same input. Each run
-//!    is a fresh `streamfleet bench-worker` process with its own group and output topic,
+//!    is a fresh `streamfleet-bench participant` process with its own group and output topic,
 //!    draining the whole backlog. Rounds keep the participants side by side in time, so the
 //!    drift of a shared machine's speed moves them alike and their ratios stay comparable.
 //! 3. The latency run: at-least-once again, with the input produced live at half of its
@@ -33,11 +33,11 @@ use streamfleet_runtime::properties::{ClientScope, KafkaProperty};
 use streamfleet_runtime::{CancellationToken, now_ms};
 use streamfleet_schemas::Encoding;
 
-use crate::bench::{self, Env, Figures, RunResult, Target};
 use crate::cli::{BenchArgs, BenchMode};
-use crate::delivery::DeliveryTracker;
-use crate::loadgen::{Generator, LoadConfig, Stream, Topics};
-use crate::reader::{self, Isolation};
+use crate::measure::{self, Env, Figures, RunResult, Target};
+use streamfleet::delivery::DeliveryTracker;
+use streamfleet::loadgen::{Generator, LoadConfig, Stream, Topics};
+use streamfleet::reader::{self, Isolation};
 
 /// Who a run measures.
 #[derive(Debug, Clone)]
@@ -111,9 +111,9 @@ struct Summary {
     cpu_seconds_per_million: f64,
     /// Median over the runs of the cores each kept busy ([`RunResult::cores`]).
     cores: f64,
-    /// CPU per record of the slowest run over the fastest ([`bench::cpu_spread`]).
+    /// CPU per record of the slowest run over the fastest ([`measure::cpu_spread`]).
     cpu_spread: f64,
-    /// A live run that did not keep up with its rate ([`bench::saturated`]).
+    /// A live run that did not keep up with its rate ([`measure::saturated`]).
     saturated: bool,
     /// Median over the runs of the cores the cluster kept busy meanwhile, when measured.
     cluster_cores: Option<f64>,
@@ -457,7 +457,7 @@ fn spawn_participant(run: &Run, env: &Env, props: &[KafkaProperty]) -> anyhow::R
     let mut cmd = match &run.participant {
         Participant::Ours(_) => {
             let mut c = Command::new(std::env::current_exe()?);
-            c.arg("bench-worker");
+            c.arg("participant");
             c
         }
         Participant::Peer(_, _, command) => {
@@ -567,7 +567,7 @@ impl Bench<'_> {
             commit_records: self.args.commit_records,
             mode: run.participant.mode(),
             fetch_wait_max_ms: matches!(self.cluster, Cluster::Embedded { .. })
-                .then_some(bench::MOCK_FETCH_WAIT_MAX_MS),
+                .then_some(measure::MOCK_FETCH_WAIT_MAX_MS),
             warmup: if run.rate.is_some() {
                 LIVE_WARMUP
             } else {
@@ -740,7 +740,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: a debug build: these figures mean nothing (cargo run --release -- bench)"
+            "warning: a debug build: these figures mean nothing (cargo run --release -p streamfleet-bench --)"
         );
     }
     let id = format!("bench-{:x}", now_ms());
@@ -892,7 +892,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 .filter(|m| m.mode == BenchMode::AtLeastOnce && m.participant == "at-least-once")
                 .map(|m| m.result.clone())
                 .collect();
-            let half = (bench::median_result(&alo).records_per_sec / 2.0).max(1.0) as u64;
+            let half = (measure::median_result(&alo).records_per_sec / 2.0).max(1.0) as u64;
             for (k, (input, output)) in latency_topics.iter().enumerate() {
                 let run = Run {
                     participant: Participant::Ours(BenchMode::AtLeastOnce),
@@ -930,7 +930,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .map(|key| {
             let runs = &groups[key];
             let results: Vec<RunResult> = runs.iter().map(|m| m.result.clone()).collect();
-            let median = bench::median_result(&results);
+            let median = measure::median_result(&results);
             let mut cores: Vec<f64> = results.iter().map(RunResult::cores).collect();
             let mut cluster_cores: Vec<f64> = runs.iter().filter_map(|m| m.cluster_cores).collect();
             Summary {
@@ -939,13 +939,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 rate: key.1,
                 runs: runs.len(),
                 cpu_seconds_per_million: median.cpu_per_million(),
-                cores: bench::median(&mut cores),
-                cpu_spread: bench::cpu_spread(&results),
+                cores: measure::median(&mut cores),
+                cpu_spread: measure::cpu_spread(&results),
                 saturated: key
                     .1
-                    .is_some_and(|offered| bench::saturated(&median, offered)),
+                    .is_some_and(|offered| measure::saturated(&median, offered)),
                 cluster_cores: (!cluster_cores.is_empty())
-                    .then(|| bench::median(&mut cluster_cores)),
+                    .then(|| measure::median(&mut cluster_cores)),
                 median,
             }
         })
@@ -1012,7 +1012,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .map(|m| m.result.peak_rss_bytes)
         .max()
         .map(|rss| (rss, args.records));
-    let targets = bench::targets(&Figures {
+    let targets = measure::targets(&Figures {
         ours,
         peers,
         latency,
@@ -1052,7 +1052,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 fn print_report(r: &Report, args: &BenchArgs) {
     let m = &r.machine;
     println!(
-        "streamfleet bench: {} booking events (Avro), {} partitions, {} run(s) each, medians",
+        "streamfleet-bench: {} booking events (Avro), {} partitions, {} run(s) each, medians",
         r.records, r.partitions, args.runs
     );
     println!("cluster: {}", r.cluster);
@@ -1077,7 +1077,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
     );
     for s in &r.summaries {
         let label = s.label();
-        let lat = |f: fn(&bench::Latency) -> f64| {
+        let lat = |f: fn(&measure::Latency) -> f64| {
             s.median
                 .latency_ms
                 .map_or("-".to_owned(), |l| format!("{:.0}", f(&l)))
@@ -1127,7 +1127,7 @@ fn print_report(r: &Report, args: &BenchArgs) {
     let unsteady: Vec<&Summary> = r
         .summaries
         .iter()
-        .filter(|s| s.cpu_spread > bench::CPU_SPREAD_NOTED)
+        .filter(|s| s.cpu_spread > measure::CPU_SPREAD_NOTED)
         .collect();
     if !unsteady.is_empty() {
         println!(

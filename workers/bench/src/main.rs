@@ -23,36 +23,11 @@ fn main() {
     streamfleet::process::no_transparent_huge_pages();
     let cli = Cli::parse();
     telemetry::init(cli.log_format, telemetry::DEFAULT_FILTER);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(async move {
+    streamfleet::process::run(async move {
         match cli.internal {
             None => orchestrator::run(cli.args).await,
             Some(Internal::Participant) => participant::run().await,
             Some(Internal::DevCluster(args)) => streamfleet::commands::dev_cluster::run(args).await,
         }
-    });
-    let code = match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(hint) = streamfleet::hints::for_error(&e) {
-                eprintln!("hint: {hint}");
-            }
-            let config_error = e
-                .downcast_ref::<streamfleet_runtime::config::ConfigError>()
-                .is_some();
-            if config_error { 2 } else { 1 }
-        }
-    };
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    std::process::exit(code);
+    })
 }

@@ -3,8 +3,6 @@
 use clap::Parser;
 use streamfleet::cli::{Cli, Command, SchemasCommand, TopicsCommand};
 use streamfleet::commands;
-use streamfleet_runtime::WorkerError;
-use streamfleet_runtime::config::ConfigError;
 use streamfleet_runtime::telemetry;
 
 /// mimalloc instead of glibc's allocator: a worker allocates and frees a few small buffers
@@ -42,17 +40,7 @@ fn main() {
         _ => telemetry::DEFAULT_FILTER,
     };
     telemetry::init(cli.log_format, log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(async move {
+    streamfleet::process::run(async move {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Worker(cmd) => commands::worker::run(cmd).await,
@@ -69,22 +57,5 @@ fn main() {
             Command::Probe(args) => commands::probe::run(args).await,
             Command::DevCluster(args) => commands::dev_cluster::run(args).await,
         }
-    });
-    let code = match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(hint) = streamfleet::hints::for_error(&e) {
-                eprintln!("hint: {hint}");
-            }
-            let config_error = e.downcast_ref::<ConfigError>().is_some()
-                || matches!(
-                    e.downcast_ref::<WorkerError>(),
-                    Some(WorkerError::Config(_))
-                );
-            if config_error { 2 } else { 1 }
-        }
-    };
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    std::process::exit(code);
+    })
 }

@@ -101,7 +101,6 @@ impl<P: Processor> FetchContext<P> {
     pub(super) fn forget(&self, tps: &[TopicPartition]) {
         for tp in tps {
             self.progress.released(tp);
-            self.positions.remove(tp);
         }
     }
 

@@ -3,6 +3,7 @@
 //! resumed at half (see the module doc of [`super`]).
 
 use super::*;
+use crate::lane::{Observed, Position};
 
 pub(super) fn pause<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
@@ -22,59 +23,6 @@ pub(super) fn pause<C: ConsumerContext>(
     }
 }
 
-/// The offsets a partition has handed to its lane since it was assigned (or rewound).
-///
-/// Offsets only grow within an assignment (transaction markers leave gaps), so a record below
-/// `next` is one the client delivered again: librdkafka has had several such bugs around
-/// pause, resume and seek (confluentinc/librdkafka#1802, #2593, #4637). Its lane has the first
-/// delivery already, so processing it again would duplicate its outputs (twice in one
-/// committed transaction, exactly once); it is dropped and counted instead.
-pub(crate) struct Position {
-    /// The first offset: where an abort rewinds a partition that has no commit yet.
-    pub(super) first: i64,
-    /// One past the last offset handed over.
-    next: i64,
-    /// Redelivered records dropped since the last record handed over.
-    dropping: u64,
-}
-
-/// What [`Position::observe`] made of an offset.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Observed {
-    /// A new record: hand it over.
-    Next,
-    /// Handed over already: drop it.
-    Redelivered { first_of_run: bool },
-    /// A new record after `dropped` redelivered ones.
-    NextAfterRedelivered { dropped: u64 },
-}
-
-impl Position {
-    /// The position of a partition whose first record is at `offset`.
-    pub(crate) fn new(offset: i64) -> Self {
-        Self {
-            first: offset,
-            next: offset + 1,
-            dropping: 0,
-        }
-    }
-
-    /// Takes the next record's offset.
-    pub(crate) fn observe(&mut self, offset: i64) -> Observed {
-        if offset < self.next {
-            self.dropping += 1;
-            return Observed::Redelivered {
-                first_of_run: self.dropping == 1,
-            };
-        }
-        self.next = offset + 1;
-        match std::mem::take(&mut self.dropping) {
-            0 => Observed::Next,
-            dropped => Observed::NextAfterRedelivered { dropped },
-        }
-    }
-}
-
 /// Records of one partition fetched but not yet taken by its lane.
 #[derive(Default)]
 pub(super) struct Stash {
@@ -87,36 +35,31 @@ pub(super) struct Stash {
 impl<P: Processor> FetchContext<P> {
     pub(super) fn dispatch(&self, consumer: &BaseConsumer<Self>, raw: RawRecord) {
         let tp = raw.topic_partition();
-        if self.redelivered(&tp, raw.offset) {
-            return;
-        }
+        // The stash lock first, then the lane: the order `take_lanes` takes them in.
         let mut stashes = self.stash.lock().expect("stash lock");
-        let bytes = raw.footprint();
-        if let Some(stash) = stashes.get_mut(&tp) {
-            self.progress.fetched(&tp, raw.offset, raw.timestamp);
-            stash.bytes += bytes;
-            stash.queue.push_back(raw);
-            if !stash.paused {
-                let held = self
-                    .lanes
-                    .get(&tp)
-                    .map_or(0, |l| l.shared.held_bytes.load(Ordering::Relaxed));
-                if stash.queue.len() >= self.bound.records
-                    || stash.bytes + held >= self.partition_bytes()
-                {
-                    stash.paused = true;
-                    self.paused(consumer, &tp);
-                }
-            }
-            return;
-        }
-        let Some(lane) = self.lanes.get(&tp) else {
+        let Some(mut lane) = self.lanes.get_mut(&tp) else {
             tracing::debug!(partition = %tp, offset = raw.offset,
                 "record of a partition no longer assigned; left uncommitted for its owner");
             return;
         };
+        if self.redelivered(&mut lane.position, &tp, raw.offset) {
+            return;
+        }
+        let bytes = raw.footprint();
         self.progress.fetched(&tp, raw.offset, raw.timestamp);
         let held = lane.shared.held_bytes.load(Ordering::Relaxed);
+        if let Some(stash) = stashes.get_mut(&tp) {
+            stash.bytes += bytes;
+            stash.queue.push_back(raw);
+            if !stash.paused
+                && (stash.queue.len() >= self.bound.records
+                    || stash.bytes + held >= self.partition_bytes())
+            {
+                stash.paused = true;
+                self.paused(consumer, &tp);
+            }
+            return;
+        }
         if held > 0 && held + bytes > self.partition_bytes() {
             // The lane holds the partition's share of memory already.
             stashes.insert(
@@ -148,15 +91,16 @@ impl<P: Processor> FetchContext<P> {
         }
     }
 
-    /// Whether `offset` of `tp` was handed over already (then it is dropped and counted);
-    /// otherwise it becomes the partition's position. Records of partitions without a lane
-    /// are not tracked: they are not handed over.
-    fn redelivered(&self, tp: &TopicPartition, offset: i64) -> bool {
-        if !self.lanes.contains_key(tp) {
-            return false;
-        }
-        let Some(mut position) = self.positions.get_mut(tp) else {
-            self.positions.insert(tp.clone(), Position::new(offset));
+    /// Whether `offset` of `tp` was handed to its lane already (then it is dropped and
+    /// counted); otherwise it becomes the lane's `position`.
+    fn redelivered(
+        &self,
+        position: &mut Option<Position>,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> bool {
+        let Some(position) = position else {
+            *position = Some(Position::new(offset));
             return false;
         };
         match position.observe(offset) {
@@ -167,7 +111,7 @@ impl<P: Processor> FetchContext<P> {
                         worker: &self.worker,
                         partition: tp,
                         offset,
-                        next: position.next,
+                        next: position.next(),
                     }
                     .emit();
                 }
@@ -245,34 +189,5 @@ impl<P: Processor> FetchContext<P> {
             !stash.queue.is_empty() || stash.paused
         });
         !stashes.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Observed, Position};
-
-    #[test]
-    fn offsets_below_the_position_are_redeliveries_and_gaps_are_not() {
-        let mut p = Position::new(10);
-        assert_eq!(p.observe(11), Observed::Next);
-        // Transaction markers leave gaps.
-        assert_eq!(p.observe(14), Observed::Next);
-        assert_eq!(p.observe(10), Observed::Redelivered { first_of_run: true });
-        assert_eq!(
-            p.observe(11),
-            Observed::Redelivered {
-                first_of_run: false
-            }
-        );
-        assert_eq!(
-            p.observe(14),
-            Observed::Redelivered {
-                first_of_run: false
-            }
-        );
-        assert_eq!(p.observe(15), Observed::NextAfterRedelivered { dropped: 3 });
-        assert_eq!(p.observe(16), Observed::Next);
-        assert_eq!(p.first, 10);
     }
 }

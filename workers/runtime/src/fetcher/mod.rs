@@ -123,9 +123,6 @@ pub(crate) struct FetchContext<P: Processor> {
     /// Per-partition state, keyed by source partition; dropped when the last lane using it
     /// is revoked or lost.
     states: DashMap<TopicPartition, Arc<StateSlot<P::State>>, FastHash>,
-    /// What each partition has handed to its lane since it was assigned (see
-    /// [`backpressure::Position`]).
-    positions: DashMap<TopicPartition, backpressure::Position, FastHash>,
     stash: Mutex<HashMap<TopicPartition, Stash, FastHash>>,
     /// At-least-once: the commits ([`crate::committer`]).
     pub committer: Committer,
@@ -170,7 +167,6 @@ impl<P: Processor> FetchContext<P> {
             group,
             lanes: DashMap::default(),
             states: DashMap::default(),
-            positions: DashMap::default(),
             stash: Mutex::new(HashMap::default()),
             topic_metrics: DashMap::default(),
             lane_ctx,

@@ -109,10 +109,11 @@ impl<P: Processor> FetchContext<P> {
         let targets: Vec<(TopicPartition, Option<i64>)> = tps
             .iter()
             .map(|tp| {
-                let target = self
-                    .progress
-                    .committed_offset(tp)
-                    .or_else(|| self.positions.get(tp).map(|p| p.first));
+                let target = self.progress.committed_offset(tp).or_else(|| {
+                    self.lanes
+                        .get(tp)
+                        .and_then(|l| l.position.as_ref().map(|p| p.first))
+                });
                 (tp.clone(), target)
             })
             .collect();

@@ -35,7 +35,10 @@
 //! task drains what was already sent, and the task ends.
 
 mod ack;
+mod position;
 mod process;
+
+pub(crate) use position::{Observed, Position};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -187,6 +190,8 @@ pub(crate) struct LaneHandle {
     pub tx: mpsc::Sender<RawRecord>,
     pub shared: Arc<LaneShared>,
     pub task: JoinHandle<()>,
+    /// The offsets handed over so far; `None` until the first record.
+    pub position: Option<Position>,
 }
 
 /// What became of a record offered to a lane.
@@ -300,7 +305,12 @@ pub(crate) fn spawn<P: Processor>(
         metrics,
     };
     let task = runtime.spawn(lane.run(rx));
-    LaneHandle { tx, shared, task }
+    LaneHandle {
+        tx,
+        shared,
+        task,
+        position: None,
+    }
 }
 
 struct Lane<P: Processor> {

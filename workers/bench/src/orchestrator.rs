@@ -1,8 +1,9 @@
 //! `streamfleet-bench`: the orchestrator. It is never measured itself; see [`crate::measure`]
 //! for what is measured and how.
 //!
-//! 1. A cluster: a `streamfleet-bench dev-cluster` child (`streamfleet dev-cluster`) (the default: librdkafka's mock cluster in
-//!    a process of its own, so its CPU and memory are not the worker's), or `--brokers`.
+//! 1. A cluster: a `streamfleet-bench dev-cluster` child, i.e. `streamfleet dev-cluster` (the
+//!    default: librdkafka's mock cluster in a process of its own, so its CPU and memory are
+//!    not the worker's), or `--brokers`.
 //!    Every topic of the invocation is created up front.
 //! 2. Backlog runs: N booking events are seeded once; then `--runs` rounds, each running
 //!    every mode once and then the peers (`--peer MODE=COMMAND`), on the same input. Each run

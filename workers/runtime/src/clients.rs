@@ -2,8 +2,8 @@
 //! between them.
 //!
 //! Defaults come first, user properties (`-X`, `STREAMFLEET_KAFKA_*`) override them, and the
-//! properties that carry streamfleet's guarantees (see [`crate::properties::MANAGED_PROPERTIES`]) are set last
-//! and cannot be overridden. What a client was built with is logged once, secrets redacted.
+//! properties that carry streamfleet's guarantees
+//! ([`crate::properties::MANAGED_PROPERTIES`]) are set last and cannot be overridden. What a client was built with is logged once, secrets redacted.
 
 use rdkafka::ClientConfig;
 
